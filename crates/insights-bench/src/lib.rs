@@ -1,0 +1,1 @@
+//! insights-bench (skeleton).

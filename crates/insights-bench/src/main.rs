@@ -1,0 +1,2 @@
+//! The insights-bench binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The `insights` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! insights-llm (skeleton).

@@ -1,0 +1,1 @@
+//! insights-queue (skeleton).

@@ -1,1 +1,59 @@
-//! insights-queue (skeleton).
+//! insights-queue: a Postgres job queue for apalis 1.0.
+//!
+//! It owns the `insights_queue` schema and its migrations, enqueue with dedupe, fetch, leases
+//! and heartbeats, batched fenced completion, retry scheduling with backoff, lease rescue,
+//! retention, and the read-only views apalis-board needs. It must not know about leads, LLMs or
+//! any application table; it never touches another schema.
+//!
+//! Every statement is unnamed (`.persistent(false)`) inside an explicit transaction and under a
+//! timeout, with no session state, so one code path works directly and behind pgbouncer in
+//! transaction mode. LISTEN is only used over [`QueueConfig::listen_url`] (a direct URL).
+//!
+//! # Handler outcome conventions
+//! What the backend's layer does with the handler's `Result`:
+//! - `Ok(_)` → `completed`.
+//! - `Err` that is (or wraps) an apalis [`AbortError`](apalis_core::error::AbortError) or a
+//!   [`Permanent`] → `discarded`, error kept. Exception: `catch_panic` reports a panic as an
+//!   `AbortError` around a `PanicError`; that is treated as a failure (below).
+//! - apalis [`RetryAfterError`](apalis_core::error::RetryAfterError) → `retryable` at
+//!   `now + min(hint, retry_backoff_cap)`, counting an attempt.
+//! - [`Snooze`] → `scheduled` after its delay without consuming an attempt.
+//! - anything else, a panic (with `catch_panic`), a timeout (with `.timeout(..)`) →
+//!   `retryable` at `now + full_jitter(min(cap, base·2^(attempt-1)))`.
+//! - out of attempts → `discarded`. Every failure is kept in `errors` as
+//!   `{attempt, at, error}` (the last [`defaults::ERRORS_KEPT`]).
+//! - a payload that does not decode into `T` → `discarded` by the backend with the decode
+//!   error; the handler never sees it.
+//!
+//! Give `WorkerBuilder::concurrency(n)` the same `n` as [`WorkerOptions::concurrency`]: the
+//! backend never leases more jobs than that.
+
+pub mod backoff;
+mod backend;
+mod board;
+mod config;
+mod control;
+mod db;
+pub mod defaults;
+mod driver;
+mod error;
+mod job;
+mod layer;
+mod migrate;
+mod ops;
+mod outcome;
+mod queue;
+mod statements;
+
+pub use backend::QueueBackend;
+pub use board::{BoardCodec, QueueBoard};
+pub use config::{QueueConfig, WorkerOptions};
+pub use control::FetchControl;
+pub use error::{Permanent, QueueError, Snooze};
+pub use job::{
+    JobDetail, JobError, JobState, JobSummary, NewJob, PushOutcome, StateCounts,
+};
+pub use layer::{QueueLayer, QueueService};
+pub use migrate::migrate;
+pub use outcome::JobLease;
+pub use queue::Queue;

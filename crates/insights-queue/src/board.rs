@@ -1,0 +1,3 @@
+//! placeholder
+pub struct QueueBoard;
+pub struct BoardCodec;

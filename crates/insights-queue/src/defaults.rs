@@ -1,0 +1,66 @@
+//! Every default of the queue, named once. [`crate::QueueConfig::default`] and
+//! [`crate::WorkerOptions::default`] are built from these.
+
+use std::time::Duration;
+
+/// How long an idle worker waits before asking for work again. A fetch that fills every free
+/// slot re-polls at once, so this only bounds the pick-up latency of an idle worker.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a fetched job stays leased without a heartbeat. After that any worker's rescuer may
+/// hand it to someone else, so it must comfortably exceed a stalled heartbeat round.
+pub const LEASE_DURATION: Duration = Duration::from_secs(30);
+
+/// How often a worker extends the leases of its in-flight jobs (a third of the lease, so two
+/// heartbeats may fail before a lease lapses).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often each worker looks for expired leases. The statement is an index range scan on
+/// running rows only, so running it from every worker is cheap.
+pub const RESCUE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long finished jobs wait so that their completions are written in one statement.
+pub const COMPLETION_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Most completions written by one statement.
+pub const COMPLETION_MAX_BATCH: usize = 1_000;
+
+/// Most jobs claimed by one fetch statement (a fetch never claims more than the free slots).
+pub const FETCH_MAX_BATCH: usize = 200;
+
+/// First retry delay of a failed job; doubles per attempt (full jitter).
+pub const RETRY_BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+/// Longest retry delay of a failed job, also the cap on a handler's retry-after hint.
+pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(600);
+
+/// Attempts before a failing job is discarded.
+pub const MAX_ATTEMPTS: i32 = 8;
+
+/// Upper bound on every database round trip of the queue (begin, statement, commit).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First delay after a failed database call of the fetch loop, heartbeat or completer.
+pub const DB_BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// Longest delay between database retries during an outage.
+pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// How long `poll_close` keeps trying to write pending completions during shutdown before it
+/// gives up and leaves those jobs to the rescuer (their leases lapse).
+pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rows per `push_bulk` statement.
+pub const PUSH_CHUNK: usize = 5_000;
+
+/// Rescued rows per rescue statement.
+pub const RESCUE_BATCH: i64 = 1_000;
+
+/// Errors kept per job (oldest dropped first), so a job snoozed for hours stays small.
+pub const ERRORS_KEPT: i32 = 20;
+
+/// Jobs a worker runs at once when [`crate::WorkerOptions::concurrency`] is not set.
+pub const CONCURRENCY: usize = 8;
+
+/// Channel the queue notifies on insert; only listened to over a direct URL.
+pub const NOTIFY_CHANNEL: &str = "insights_queue_jobs";

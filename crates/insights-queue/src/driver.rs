@@ -1,0 +1,512 @@
+//! The background side of one worker backend: the fetch loop, the heartbeat, the rescuer, the
+//! batched completer, the optional LISTEN task and the shutdown watcher. None of them holds a
+//! connection while waiting, and none of them ends on a database error: they log, back off
+//! (jittered, capped) and carry on until the backend closes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use apalis_core::worker::context::WorkerContext;
+use rand::RngExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::DbBackoff;
+use crate::control::FetchControl;
+use crate::defaults;
+use crate::queue::Queue;
+use crate::statements::{self, Completion, FetchedJob};
+
+/// How often the shutdown watcher looks at the worker's state.
+const SHUTDOWN_WATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State shared by the backend, its layer and the background tasks.
+pub(crate) struct Shared {
+    pub queue: Queue,
+    pub queue_name: String,
+    /// Unique per backend instance; written to `locked_by`.
+    pub worker_id: String,
+    pub worker_name: Mutex<String>,
+    pub concurrency: usize,
+    pub run_rescuer: bool,
+    /// Fetched, not yet handed to the worker.
+    pub buffer: Mutex<VecDeque<FetchedJob>>,
+    /// Jobs holding a slot: buffered or running in the handler.
+    pub in_flight: AtomicUsize,
+    /// Leases held (id → token) until their completion is written.
+    pub leases: Mutex<HashMap<i64, i64>>,
+    pub waker: Mutex<Option<Waker>>,
+    pub slot_freed: Notify,
+    pub new_work: Notify,
+    pub pending: Mutex<Vec<Completion>>,
+    pub pending_ready: Notify,
+    pub flushing: AtomicUsize,
+    pub stopping: AtomicBool,
+    /// Cancels the fetch loop (shutdown started).
+    pub stop_fetch: CancellationToken,
+    /// Cancels everything else (backend closed or dropped).
+    pub stop_all: CancellationToken,
+    pub control: FetchControl,
+    pub started_at: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(queue: Queue, queue_name: &str, concurrency: usize, run_rescuer: bool) -> Self {
+        let suffix: u64 = rand::rng().random();
+        Self {
+            queue,
+            queue_name: queue_name.to_owned(),
+            worker_id: format!("{queue_name}-{suffix:016x}"),
+            worker_name: Mutex::new(queue_name.to_owned()),
+            concurrency: concurrency.max(1),
+            run_rescuer,
+            buffer: Mutex::new(VecDeque::new()),
+            in_flight: AtomicUsize::new(0),
+            leases: Mutex::new(HashMap::new()),
+            waker: Mutex::new(None),
+            slot_freed: Notify::new(),
+            new_work: Notify::new(),
+            pending: Mutex::new(Vec::new()),
+            pending_ready: Notify::new(),
+            flushing: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop_fetch: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            control: FetchControl::default(),
+            started_at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn pop_buffered(&self) -> Option<FetchedJob> {
+        lock(&self.buffer).pop_front()
+    }
+
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        let mut w = lock(&self.waker);
+        match &*w {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *w = Some(waker.clone()),
+        }
+    }
+
+    fn wake_worker(&self) {
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    /// A job stopped holding a slot (finished, discarded undecoded, or handed back).
+    pub(crate) fn release_slot(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+        self.slot_freed.notify_one();
+    }
+
+    /// Queues a completion for the batched writer.
+    pub(crate) fn complete(&self, c: Completion) {
+        lock(&self.pending).push(c);
+        self.pending_ready.notify_one();
+    }
+
+    /// Hands fetched-but-unstarted jobs back at once (shutdown).
+    fn hand_back_buffered(&self) {
+        let jobs: Vec<FetchedJob> = lock(&self.buffer).drain(..).collect();
+        if jobs.is_empty() {
+            return;
+        }
+        tracing::debug!(worker = %self.worker_id, n = jobs.len(), "handing back unstarted jobs");
+        for job in jobs {
+            self.complete(Completion {
+                id: job.id,
+                token: job.token,
+                state: "available",
+                delay: Duration::ZERO,
+                error: None,
+                refund: true,
+            });
+            self.release_slot();
+        }
+    }
+
+    fn begin_stop(&self) {
+        if !self.stopping.swap(true, Ordering::AcqRel) {
+            self.stop_fetch.cancel();
+        }
+        self.hand_back_buffered();
+    }
+
+    fn snapshot_leases(&self) -> Vec<(i64, i64)> {
+        lock(&self.leases).iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn has_pending_completions(&self) -> bool {
+        !lock(&self.pending).is_empty() || self.flushing.load(Ordering::Acquire) > 0
+    }
+
+    /// Writes up to one batch of pending completions. `Ok(0)`: nothing was pending.
+    async fn flush_once(&self) -> Result<usize, crate::QueueError> {
+        let cfg = &self.queue.inner.config;
+        let batch: Vec<Completion> = {
+            let mut p = lock(&self.pending);
+            let n = p.len().min(cfg.completion_max_batch.max(1));
+            if n == 0 {
+                return Ok(0);
+            }
+            self.flushing.fetch_add(1, Ordering::AcqRel);
+            p.drain(..n).collect()
+        };
+        let res = statements::complete(&self.queue.inner.pool, cfg.statement_timeout, &batch).await;
+        match res {
+            Ok(updated) => {
+                if (updated as usize) < batch.len() {
+                    tracing::debug!(
+                        worker = %self.worker_id,
+                        lost = batch.len() - updated as usize,
+                        "completions skipped: lease no longer held"
+                    );
+                }
+                {
+                    let mut leases = lock(&self.leases);
+                    for c in &batch {
+                        if leases.get(&c.id) == Some(&c.token) {
+                            leases.remove(&c.id);
+                        }
+                    }
+                }
+                self.flushing.fetch_sub(1, Ordering::AcqRel);
+                Ok(batch.len())
+            }
+            Err(e) => {
+                // Never dropped: put them back in front, keep order.
+                let mut p = lock(&self.pending);
+                let rest: Vec<Completion> = p.drain(..).collect();
+                p.extend(batch);
+                p.extend(rest);
+                self.flushing.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Handles of the background tasks of one backend.
+pub(crate) struct Driver {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Driver {
+    pub(crate) fn start(shared: &Arc<Shared>, worker: &WorkerContext) -> Self {
+        *lock(&shared.worker_name) = worker.name().to_owned();
+        let mut tasks = vec![
+            tokio::spawn(fetch_loop(shared.clone())),
+            tokio::spawn(heartbeat_loop(shared.clone())),
+            tokio::spawn(completer_loop(shared.clone())),
+            tokio::spawn(shutdown_watch(shared.clone(), worker.clone())),
+        ];
+        if shared.run_rescuer {
+            tasks.push(tokio::spawn(rescue_loop(shared.clone())));
+        }
+        if shared.queue.inner.config.listen_url.is_some() {
+            tasks.push(tokio::spawn(listen_loop(shared.clone())));
+        }
+        Self { tasks }
+    }
+
+    pub(crate) fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Graceful close: no more fetching, unstarted leases back at once, pending completions
+/// written (retrying until `shutdown_flush_timeout`), then every background task stops.
+pub(crate) async fn close(shared: Arc<Shared>) {
+    shared.begin_stop();
+    let cfg = shared.queue.inner.config.clone();
+    let deadline = Instant::now() + cfg.shutdown_flush_timeout;
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    while shared.has_pending_completions() {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                worker = %shared.worker_id,
+                "shutdown: completions not written in time; their leases will lapse and be rescued"
+            );
+            break;
+        }
+        match shared.flush_once().await {
+            Ok(0) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                tracing::warn!(worker = %shared.worker_id, error = %e, "shutdown flush failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+    let _ = statements::deregister(
+        &shared.queue.inner.pool,
+        cfg.statement_timeout.min(Duration::from_secs(2)),
+        &shared.worker_id,
+    )
+    .await;
+    shared.stop_all.cancel();
+}
+
+fn log_db_error(shared: &Shared, what: &str, e: &crate::QueueError, failures: u32) {
+    // The first failure and then every 20th: an outage must not flood the log.
+    if failures <= 1 || failures.is_multiple_of(20) {
+        tracing::warn!(worker = %shared.worker_id, error = %e, failures, "{what} failed; backing off");
+    }
+}
+
+async fn fetch_loop(shared: Arc<Shared>) {
+    let cfg = shared.queue.inner.config.clone();
+    let pool = shared.queue.inner.pool.clone();
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let stop = shared.stop_fetch.clone();
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        if let Some(left) = shared.control.paused_remaining() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(left) => {}
+                _ = shared.control.changed() => {}
+            }
+            continue;
+        }
+        let free = shared
+            .concurrency
+            .saturating_sub(shared.in_flight.load(Ordering::Acquire));
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = shared.slot_freed.notified() => {}
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+            }
+            continue;
+        }
+        let want = free.min(cfg.fetch_max_batch.max(1));
+        let token: i64 = rand::rng().random();
+        let res = tokio::select! {
+            _ = stop.cancelled() => return,
+            res = statements::fetch(
+                &pool, cfg.statement_timeout, &shared.queue_name, want,
+                &shared.worker_id, token, cfg.lease_duration,
+            ) => res,
+        };
+        match res {
+            Ok(jobs) => {
+                if backoff.failures() > 0 {
+                    tracing::info!(worker = %shared.worker_id, "fetch recovered");
+                }
+                backoff.reset();
+                let got = jobs.len();
+                if got > 0 {
+                    shared.in_flight.fetch_add(got, Ordering::AcqRel);
+                    {
+                        let mut leases = lock(&shared.leases);
+                        for j in &jobs {
+                            leases.insert(j.id, j.token);
+                        }
+                    }
+                    lock(&shared.buffer).extend(jobs);
+                    shared.wake_worker();
+                }
+                if got == want {
+                    // A full batch: there is probably more; ask again as soon as slots free.
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(cfg.poll_interval) => {}
+                    _ = shared.new_work.notified() => {}
+                    _ = shared.control.changed() => {}
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                log_db_error(&shared, "fetch", &e, backoff.failures());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let cfg = shared.queue.inner.config.clone();
+    let pool = shared.queue.inner.pool.clone();
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let stop = shared.stop_all.clone();
+    // First beat at once so the worker shows up on the dashboard.
+    let mut next = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+        let leases = shared.snapshot_leases();
+        let name = lock(&shared.worker_name).clone();
+        match statements::heartbeat(
+            &pool,
+            cfg.statement_timeout,
+            &shared.worker_id,
+            &shared.queue_name,
+            &name,
+            &leases,
+            cfg.lease_duration,
+        )
+        .await
+        {
+            Ok(extended) => {
+                backoff.reset();
+                if (extended as usize) < leases.len() {
+                    tracing::debug!(
+                        worker = %shared.worker_id,
+                        lost = leases.len() - extended as usize,
+                        "some leases were no longer ours"
+                    );
+                }
+                next = cfg.heartbeat_interval;
+            }
+            Err(e) => {
+                next = backoff.next_delay().min(cfg.heartbeat_interval);
+                log_db_error(&shared, "heartbeat", &e, backoff.failures());
+            }
+        }
+    }
+}
+
+async fn completer_loop(shared: Arc<Shared>) {
+    let cfg = shared.queue.inner.config.clone();
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let stop = shared.stop_all.clone();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = shared.pending_ready.notified() => {}
+        }
+        // Let a batch gather, unless one is already full.
+        if lock(&shared.pending).len() < cfg.completion_max_batch {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(cfg.completion_flush_interval) => {}
+            }
+        }
+        loop {
+            match shared.flush_once().await {
+                Ok(0) => break,
+                Ok(_) => {
+                    backoff.reset();
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    log_db_error(&shared, "completion flush", &e, backoff.failures());
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn rescue_loop(shared: Arc<Shared>) {
+    let cfg = shared.queue.inner.config.clone();
+    let pool = shared.queue.inner.pool.clone();
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let stop = shared.stop_all.clone();
+    let jitter = |d: Duration| {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        // ±20%, so many workers do not rescue in lockstep.
+        Duration::from_millis(rand::rng().random_range(ms * 8 / 10..=ms * 12 / 10))
+    };
+    let mut next = jitter(cfg.rescue_interval.min(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+        match statements::rescue(&pool, cfg.statement_timeout).await {
+            Ok(n) => {
+                backoff.reset();
+                if n > 0 {
+                    tracing::info!(worker = %shared.worker_id, rescued = n, "returned expired leases");
+                    shared.new_work.notify_one();
+                }
+                next = jitter(cfg.rescue_interval);
+            }
+            Err(e) => {
+                next = backoff.next_delay().min(cfg.rescue_interval);
+                log_db_error(&shared, "rescue", &e, backoff.failures());
+            }
+        }
+    }
+}
+
+async fn listen_loop(shared: Arc<Shared>) {
+    let cfg = shared.queue.inner.config.clone();
+    let Some(url) = cfg.listen_url.clone() else {
+        return;
+    };
+    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let stop = shared.stop_all.clone();
+    loop {
+        let session = listen_session(&shared, &url);
+        let res = tokio::select! {
+            _ = stop.cancelled() => return,
+            res = session => res,
+        };
+        if let Err(e) = res {
+            let delay = backoff.next_delay();
+            let e = crate::QueueError::Database { op: "listen", source: e };
+            log_db_error(&shared, "listen", &e, backoff.failures());
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+async fn listen_session(shared: &Shared, url: &str) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(defaults::NOTIFY_CHANNEL).await?;
+    loop {
+        let n = listener.recv().await?;
+        if n.payload() == shared.queue_name {
+            shared.new_work.notify_one();
+        }
+    }
+}
+
+/// apalis signals shutdown only through the worker context; watch it so unstarted leases go
+/// back at once instead of after the in-flight jobs finish.
+async fn shutdown_watch(shared: Arc<Shared>, worker: WorkerContext) {
+    let stop = shared.stop_all.clone();
+    loop {
+        if worker.is_shutting_down() || shared.stopping.load(Ordering::Acquire) {
+            shared.begin_stop();
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SHUTDOWN_WATCH_INTERVAL) => {}
+        }
+    }
+}

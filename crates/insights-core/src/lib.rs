@@ -1,1 +1,26 @@
-//! insights-core (skeleton).
+//! Domain core of insights-worker: lead and conversation types, the job payload, the insight
+//! content with its JSON schema and validation, prompt building, and typed configuration with
+//! secret redaction.
+//!
+//! This crate does no I/O: no database, no network, no process environment (configuration is
+//! read through a lookup closure the caller supplies). Everything here is pure and unit-tested.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod conversation;
+pub mod defaults;
+pub mod insight;
+pub mod job;
+pub mod prompt;
+pub mod secret;
+
+pub use config::{ConfigError, PoolerMode, Settings, VARIABLES, VarDoc};
+pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
+pub use insight::{
+    InsightContent, InsightRecord, InsightValidationError, Sentiment, insight_json_schema,
+    parse_insight,
+};
+pub use job::{INSIGHTS_QUEUE, InsightJob, LeadId};
+pub use prompt::{PROMPT_VERSION, Prompt, build_prompt};
+pub use secret::{DatabaseUrl, Secret, SecretString};

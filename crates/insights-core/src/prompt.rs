@@ -1,0 +1,159 @@
+//! The prompt sent to the LLM. Bump [`PROMPT_VERSION`] whenever the wording changes: it is
+//! stored with every insight so a team can tell which insights were written by which prompt.
+
+use crate::conversation::{Conversation, Message};
+
+pub const PROMPT_VERSION: &str = "insight-v1";
+
+const SYSTEM: &str = "You are a sales assistant. You read the conversation between a sales agent \
+and a lead who has booked a call, and you write a short, factual insight for the agent: a summary \
+of where things stand, the lead's overall sentiment, the objections the lead raised, and concrete \
+next steps. Use only what the conversation says. Answer with JSON that matches the given schema.";
+
+/// Marks a message cut to fit the budget.
+const ELLIPSIS: &str = "…";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub system: String,
+    pub user: String,
+    /// How many of the conversation's (newest) messages the prompt carries.
+    pub included_messages: usize,
+}
+
+/// Builds the prompt, keeping the NEWEST messages whose rendered lines fit in `budget_chars`
+/// (the recent part of a thread is what the next step depends on). If not even the newest
+/// message fits, it is included cut to the budget, so a non-empty conversation never yields an
+/// empty prompt unless the budget is 0. The LLM client shrinks the budget after a
+/// `finish_reason=length` answer and calls this again.
+pub fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt {
+    let lines: Vec<String> = conversation.messages.iter().map(render).collect();
+    let mut used = 0usize;
+    let mut start = lines.len();
+    for (i, line) in lines.iter().enumerate().rev() {
+        let cost = line.chars().count() + 1;
+        if used + cost > budget_chars {
+            break;
+        }
+        used += cost;
+        start = i;
+    }
+    let mut kept: Vec<String> = lines[start..].to_vec();
+    if kept.is_empty()
+        && budget_chars > 0
+        && let Some(newest) = lines.last()
+    {
+        kept.push(cut(newest, budget_chars));
+    }
+    let lead = &conversation.lead;
+    let included = kept.len();
+    let total = usize::try_from(conversation.total_message_count)
+        .unwrap_or(0)
+        .max(included);
+    let omitted = total - included;
+    let mut user = format!(
+        "Lead id: {}\nLead name: {}\nBooked: {}\n",
+        lead.id,
+        lead.name,
+        lead.booked_at
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| "no".to_owned()),
+    );
+    if omitted > 0 {
+        user.push_str(&format!(
+            "Conversation: the newest {included} of {total} messages, oldest first ({omitted} earlier messages omitted).\n"
+        ));
+    } else {
+        user.push_str(&format!(
+            "Conversation: {included} messages, oldest first.\n"
+        ));
+    }
+    for line in &kept {
+        user.push_str(line);
+        user.push('\n');
+    }
+    Prompt {
+        system: SYSTEM.to_owned(),
+        user,
+        included_messages: included,
+    }
+}
+
+fn render(m: &Message) -> String {
+    // Newlines inside a body would make one message look like several.
+    let body = m.body.replace(['\r', '\n'], " ");
+    format!(
+        "[{}] {}: {}",
+        m.sent_at.format("%Y-%m-%d %H:%M"),
+        m.direction.speaker(),
+        body
+    )
+}
+
+fn cut(line: &str, budget: usize) -> String {
+    let keep = budget.saturating_sub(ELLIPSIS.chars().count());
+    let mut out: String = line.chars().take(keep).collect();
+    out.push_str(ELLIPSIS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::{Direction, LeadSnapshot};
+    use chrono::{TimeZone, Utc};
+
+    fn conv(n: usize) -> Conversation {
+        let messages = (0..n)
+            .map(|i| Message {
+                id: i as i64,
+                direction: if i % 2 == 0 {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+                body: format!("message number {i}"),
+                sent_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, i as u32, 0).unwrap(),
+            })
+            .collect();
+        Conversation {
+            lead: LeadSnapshot {
+                id: 4711,
+                name: "Ada".into(),
+                email: "ada@example.com".into(),
+                booked_at: None,
+                last_message_at: None,
+            },
+            messages,
+            total_message_count: n as i64 + 5,
+        }
+    }
+
+    #[test]
+    fn keeps_newest_messages_within_budget() {
+        let c = conv(10);
+        let all = build_prompt(&c, usize::MAX);
+        assert_eq!(all.included_messages, 10);
+        assert!(all.user.contains("Lead id: 4711"));
+        assert!(all.user.contains("5 earlier messages omitted"));
+        let line_len = render(&c.messages[9]).chars().count() + 1;
+        let p = build_prompt(&c, line_len * 3 + 2);
+        assert_eq!(p.included_messages, 3);
+        assert!(p.user.contains("message number 9"));
+        assert!(p.user.contains("message number 7"));
+        assert!(!p.user.contains("message number 6"));
+        assert!(p.user.contains("Lead id: 4711"));
+        let smaller = build_prompt(&c, line_len * 2);
+        assert!(smaller.user.len() < p.user.len());
+    }
+
+    #[test]
+    fn tiny_budget_still_carries_the_newest_message_cut() {
+        let c = conv(3);
+        let p = build_prompt(&c, 10);
+        assert_eq!(p.included_messages, 1);
+        assert!(p.user.contains(ELLIPSIS));
+        assert_eq!(build_prompt(&c, 0).included_messages, 0);
+        assert_eq!(build_prompt(&conv(0), 1000).included_messages, 0);
+    }
+}

@@ -1,0 +1,588 @@
+//! The OpenAI-compatible chat-completions client and its retry policy
+//! (see `shared/research/llm-api.md`):
+//!
+//! | outcome | what happens |
+//! |---|---|
+//! | 429 rate limit | wait `retry-after-ms` / `retry-after` (+ jitter) or the backoff; a wait beyond `max_inline_wait` → `RetryLater` |
+//! | 429 quota / billing | `Permanent` (kind `Quota`), never retried |
+//! | 408, 409, 5xx, 200 with `error`, connect errors, timeouts | jittered exponential backoff, `max_retries` times, then `Transient` |
+//! | 401/403, other 4xx | `Permanent` |
+//! | content not valid for the schema | re-asked `malformed_retries` times, then `Malformed` with a snippet |
+//! | `finish_reason=length` | prompt budget halved (down to the floor), then `Permanent` (kind `Truncated`) |
+//! | refusal, `content_filter` | `Refused` |
+//! | unknown `finish_reason` | accepted if the content is valid |
+//!
+//! Each kind of retry has its own bound, so one call makes at most
+//! `(max_retries + 1) + malformed_retries + log2(budget / min_budget) + 1` requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use insights_core::insight::INSIGHT_SCHEMA_NAME;
+use insights_core::{
+    Conversation, InsightContent, Prompt, build_prompt, insight_json_schema, parse_insight,
+};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::json;
+
+use crate::config::LlmConfig;
+use crate::defaults;
+use crate::error::{LlmError, LlmErrorKind};
+use crate::retry_after::{parse_retry_after, with_jitter};
+use crate::wire::{ChatMessage, ChatRequest, ChatResponse, ErrorEnvelope, Usage};
+
+/// A validated insight and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmInsight {
+    pub content: InsightContent,
+    /// The model the server says answered (falls back to the configured one).
+    pub model: String,
+    /// Tokens billed across every attempt of this call (failed attempts cost too).
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// `x-request-id` of the successful response, else the response `id`.
+    pub request_id: Option<String>,
+    /// HTTP requests made, including the successful one.
+    pub attempts: u32,
+    /// Messages of the conversation the successful prompt carried (newest kept).
+    pub included_messages: usize,
+}
+
+/// Cheap to clone; share one per process so connections are pooled.
+#[derive(Clone)]
+pub struct LlmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: LlmConfig,
+    endpoint: String,
+    response_format: serde_json::Value,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("endpoint", &self.inner.endpoint)
+            .field("cfg", &self.inner.cfg)
+            .finish()
+    }
+}
+
+/// The result of one HTTP request, before the retry policy decides.
+enum Attempt {
+    Done {
+        content: InsightContent,
+        model: Option<String>,
+        usage: Usage,
+        request_id: Option<String>,
+    },
+    Transient {
+        reason: String,
+        status: Option<u16>,
+        hint: Option<Duration>,
+    },
+    Permanent {
+        kind: LlmErrorKind,
+        status: Option<u16>,
+        reason: String,
+    },
+    Malformed {
+        reason: String,
+        snippet: String,
+        usage: Usage,
+    },
+    Length {
+        usage: Usage,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+impl LlmClient {
+    pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("insights-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LlmError::Permanent {
+                kind: LlmErrorKind::Config,
+                status: None,
+                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            })?;
+        let endpoint = cfg.endpoint();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(LlmError::Permanent {
+                kind: LlmErrorKind::Config,
+                status: None,
+                reason: format!(
+                    "LLM base URL must start with http:// or https://, got {:?}",
+                    cfg.base_url
+                ),
+            });
+        }
+        let response_format = json!({
+            "type": "json_schema",
+            "json_schema": {
+                "name": INSIGHT_SCHEMA_NAME,
+                "strict": true,
+                "schema": insight_json_schema(),
+            }
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                cfg,
+                endpoint,
+                response_format,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.inner.cfg
+    }
+
+    /// Asks the model for the conversation's insight, applying the retry policy in the module
+    /// docs. Never holds anything but an HTTP connection while waiting.
+    pub async fn generate_insight(&self, conv: &Conversation) -> Result<LlmInsight, LlmError> {
+        let cfg = &self.inner.cfg;
+        let lead_id = conv.lead.id;
+        let min_budget = cfg.min_prompt_budget_chars.min(cfg.prompt_budget_chars);
+        let mut budget = cfg.prompt_budget_chars;
+        let mut prompt = build_prompt(conv, budget);
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(cfg.retry_base)
+            .with_max_delay(cfg.retry_cap)
+            .with_max_times(cfg.max_retries as usize)
+            .with_jitter()
+            .build();
+        let mut malformed_left = cfg.malformed_retries;
+        let mut attempts: u32 = 0;
+        let mut billed = Usage::default();
+
+        loop {
+            attempts += 1;
+            let request = self.request(conv, &prompt);
+            let started = Instant::now();
+            let outcome = self.attempt(&request).await;
+            match outcome {
+                Attempt::Done {
+                    content,
+                    model,
+                    usage,
+                    request_id,
+                } => {
+                    add_usage(&mut billed, usage);
+                    tracing::debug!(
+                        lead_id,
+                        attempts,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        prompt_tokens = billed.prompt_tokens,
+                        completion_tokens = billed.completion_tokens,
+                        "LLM insight generated"
+                    );
+                    return Ok(LlmInsight {
+                        content,
+                        model: model.unwrap_or_else(|| cfg.model.clone()),
+                        prompt_tokens: to_i64(billed.prompt_tokens),
+                        completion_tokens: to_i64(billed.completion_tokens),
+                        request_id,
+                        attempts,
+                        included_messages: prompt.included_messages,
+                    });
+                }
+                Attempt::Transient {
+                    reason,
+                    status,
+                    hint,
+                } => {
+                    let rate_limited = status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16());
+                    if let Some(hint) = hint
+                        && hint > cfg.max_inline_wait
+                    {
+                        tracing::info!(lead_id, attempts, ?hint, %reason, "LLM asked for a long wait; handing the job back");
+                        return Err(LlmError::RetryLater {
+                            after: hint,
+                            reason,
+                        });
+                    }
+                    let Some(delay) = backoff.next() else {
+                        tracing::warn!(lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
+                        if rate_limited {
+                            return Err(LlmError::RetryLater {
+                                after: hint.unwrap_or(cfg.retry_cap),
+                                reason,
+                            });
+                        }
+                        return Err(LlmError::Transient {
+                            reason,
+                            status,
+                            attempts,
+                            retry_after: hint,
+                        });
+                    };
+                    let wait = match hint {
+                        Some(hint) => with_jitter(hint, defaults::RETRY_AFTER_JITTER),
+                        None => delay,
+                    };
+                    tracing::debug!(lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Attempt::Permanent {
+                    kind,
+                    status,
+                    reason,
+                } => {
+                    tracing::warn!(lead_id, attempts, ?status, %kind, %reason, "LLM request failed permanently");
+                    return Err(LlmError::Permanent {
+                        kind,
+                        status,
+                        reason,
+                    });
+                }
+                Attempt::Malformed {
+                    reason,
+                    snippet,
+                    usage,
+                } => {
+                    add_usage(&mut billed, usage);
+                    if malformed_left == 0 {
+                        tracing::warn!(lead_id, attempts, %reason, "LLM content stayed malformed");
+                        return Err(LlmError::Malformed {
+                            reason,
+                            snippet,
+                            attempts,
+                        });
+                    }
+                    malformed_left -= 1;
+                    tracing::debug!(lead_id, attempts, %reason, "LLM content malformed; asking again");
+                }
+                Attempt::Length { usage } => {
+                    add_usage(&mut billed, usage);
+                    // Shrink from what the prompt actually used, so a short conversation does
+                    // not send the same request again after a nominal halving.
+                    let used = prompt.user.chars().count();
+                    let next_budget = (budget.min(used) / 2).max(min_budget);
+                    let next = build_prompt(conv, next_budget);
+                    if next_budget >= budget || next.user.len() >= prompt.user.len() {
+                        tracing::warn!(
+                            lead_id,
+                            attempts,
+                            budget,
+                            "LLM output truncated at the smallest prompt"
+                        );
+                        return Err(LlmError::Permanent {
+                            kind: LlmErrorKind::Truncated,
+                            status: None,
+                            reason: format!(
+                                "finish_reason=length even with a {budget}-character prompt budget ({} messages, max_tokens {})",
+                                prompt.included_messages, cfg.max_tokens
+                            ),
+                        });
+                    }
+                    tracing::debug!(
+                        lead_id,
+                        attempts,
+                        budget,
+                        next_budget,
+                        "LLM output truncated; shrinking the prompt"
+                    );
+                    budget = next_budget;
+                    prompt = next;
+                }
+                Attempt::Refused { reason } => {
+                    tracing::info!(lead_id, attempts, %reason, "LLM refused");
+                    return Err(LlmError::Refused { reason });
+                }
+            }
+        }
+    }
+
+    fn request(&self, conv: &Conversation, prompt: &Prompt) -> ChatRequest {
+        ChatRequest {
+            model: self.inner.cfg.model.clone(),
+            messages: vec![
+                ChatMessage {
+                    role: "system".to_owned(),
+                    content: Some(prompt.system.clone()),
+                    refusal: None,
+                },
+                ChatMessage {
+                    role: "user".to_owned(),
+                    content: Some(prompt.user.clone()),
+                    refusal: None,
+                },
+            ],
+            response_format: Some(self.inner.response_format.clone()),
+            max_tokens: Some(self.inner.cfg.max_tokens),
+            temperature: None,
+            user: Some(format!("lead-{}", conv.lead.id)),
+        }
+    }
+
+    async fn attempt(&self, request: &ChatRequest) -> Attempt {
+        let cfg = &self.inner.cfg;
+        let mut builder = self
+            .inner
+            .http
+            .post(&self.inner.endpoint)
+            .timeout(cfg.request_timeout)
+            .json(request);
+        if let Some(key) = &cfg.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match read_capped(response, defaults::MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return transport_failure(&e),
+        };
+        if status.is_success() {
+            classify_success(&headers, &body)
+        } else {
+            classify_failure(status, &headers, &body)
+        }
+    }
+}
+
+/// Reads the body, keeping at most `cap` bytes (an oversized body then fails to parse and is
+/// treated as malformed rather than exhausting memory).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= cap {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+fn transport_failure(e: &reqwest::Error) -> Attempt {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    Attempt::Transient {
+        reason: format!("{what}: {}", error_chain(e)),
+        status: None,
+        hint: None,
+    }
+}
+
+fn classify_failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Attempt {
+    let code = status.as_u16();
+    let api_error = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|e| e.error);
+    let detail = match &api_error {
+        Some(e) => e.describe(),
+        None => snippet(&String::from_utf8_lossy(body)),
+    };
+    let reason = format!("HTTP {code}: {detail}");
+    if api_error.as_ref().is_some_and(|e| e.is_quota()) {
+        return Attempt::Permanent {
+            kind: LlmErrorKind::Quota,
+            status: Some(code),
+            reason,
+        };
+    }
+    match code {
+        408 | 409 | 429 | 500..=599 => Attempt::Transient {
+            reason,
+            status: Some(code),
+            hint: parse_retry_after(headers, SystemTime::now()),
+        },
+        401 | 403 => Attempt::Permanent {
+            kind: LlmErrorKind::Auth,
+            status: Some(code),
+            reason,
+        },
+        _ => Attempt::Permanent {
+            kind: LlmErrorKind::BadRequest,
+            status: Some(code),
+            reason,
+        },
+    }
+}
+
+fn classify_success(headers: &HeaderMap, body: &[u8]) -> Attempt {
+    let parsed: ChatResponse = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Attempt::Malformed {
+                reason: format!("response body is not a chat completion: {e}"),
+                snippet: snippet(&String::from_utf8_lossy(body)),
+                usage: Usage::default(),
+            };
+        }
+    };
+    if let Some(error) = &parsed.error {
+        // An upstream failure relayed with HTTP 200 (OpenRouter): as good as a 5xx.
+        let reason = format!("HTTP 200 with an error object: {}", error.describe());
+        if error.is_quota() {
+            return Attempt::Permanent {
+                kind: LlmErrorKind::Quota,
+                status: Some(200),
+                reason,
+            };
+        }
+        return Attempt::Transient {
+            reason,
+            status: None,
+            hint: parse_retry_after(headers, SystemTime::now()),
+        };
+    }
+    let usage = parsed.usage.unwrap_or_default();
+    let Some(choice) = parsed.choices.into_iter().next() else {
+        return Attempt::Malformed {
+            reason: "response has no choices".to_owned(),
+            snippet: snippet(&String::from_utf8_lossy(body)),
+            usage,
+        };
+    };
+    if let Some(refusal) = choice.message.refusal.filter(|r| !r.trim().is_empty()) {
+        return Attempt::Refused {
+            reason: snippet(&refusal),
+        };
+    }
+    let finish = choice.finish_reason.unwrap_or_default();
+    if finish == "content_filter" {
+        return Attempt::Refused {
+            reason: "stopped by the content filter (finish_reason=content_filter)".to_owned(),
+        };
+    }
+    let raw = choice.message.content.unwrap_or_default();
+    match parse_insight(&raw) {
+        Ok(content) => Attempt::Done {
+            content,
+            model: parsed.model.filter(|m| !m.is_empty()),
+            usage,
+            request_id: header_string(headers, "x-request-id").or(parsed.id),
+        },
+        // Truncated output is incomplete JSON; asking again with the same input would fail the
+        // same way, so this is not a malformed retry.
+        Err(_) if finish == "length" => Attempt::Length { usage },
+        Err(e) => Attempt::Malformed {
+            reason: format!("{e} (finish_reason={finish:?})"),
+            snippet: snippet(&raw),
+            usage,
+        },
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The start of `raw`, cut at a character boundary, marked when cut.
+fn snippet(raw: &str) -> String {
+    let mut chars = raw.chars();
+    let mut out: String = chars
+        .by_ref()
+        .take(defaults::MALFORMED_SNIPPET_CHARS)
+        .collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+fn add_usage(total: &mut Usage, usage: Usage) {
+    total.prompt_tokens = total.prompt_tokens.saturating_add(usage.prompt_tokens);
+    total.completion_tokens = total
+        .completion_tokens
+        .saturating_add(usage.completion_tokens);
+    total.total_tokens = total.total_tokens.saturating_add(usage.total_tokens);
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// reqwest's `Display` hides the cause ("error sending request"); the chain says what happened.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippet_is_cut_on_char_boundary() {
+        let long = "é".repeat(defaults::MALFORMED_SNIPPET_CHARS + 10);
+        let s = snippet(&long);
+        assert_eq!(s.chars().count(), defaults::MALFORMED_SNIPPET_CHARS + 1);
+        assert!(s.ends_with('…'));
+        assert_eq!(snippet("short"), "short");
+    }
+
+    #[test]
+    fn quota_429_is_permanent_and_rate_limit_is_transient() {
+        let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        assert!(matches!(
+            classify_failure(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), quota),
+            Attempt::Permanent {
+                kind: LlmErrorKind::Quota,
+                ..
+            }
+        ));
+        let limited = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert!(matches!(
+            classify_failure(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), limited),
+            Attempt::Transient {
+                status: Some(429),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_failure(StatusCode::NOT_FOUND, &HeaderMap::new(), b"nope"),
+            Attempt::Permanent {
+                kind: LlmErrorKind::BadRequest,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_failure(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b""),
+            Attempt::Permanent {
+                kind: LlmErrorKind::Auth,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_failure(StatusCode::CONFLICT, &HeaderMap::new(), b""),
+            Attempt::Transient { .. }
+        ));
+    }
+}

@@ -1,0 +1,54 @@
+//! Every default of the LLM client and the mock server, named once with the reason for its value.
+
+use std::time::Duration;
+
+/// The built-in mock's address shape; a real deployment always sets `INSIGHTS_LLM_BASE_URL`.
+pub const BASE_URL: &str = "http://127.0.0.1:8089/v1";
+
+/// A small, cheap model that supports strict `json_schema` output.
+pub const MODEL: &str = "gpt-4o-mini";
+
+/// TCP + TLS handshake bound: a blackholed host should fail fast and be retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Total bound of one HTTP request (headers and body). Unbounded requests hang forever in
+/// practice; a minute covers a slow model writing a few hundred tokens.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Inline retries of transient failures (408/409/429/5xx, connect errors, timeouts) within one
+/// `generate_insight` call; the queue's own backoff takes over after that. The OpenAI SDKs use 2;
+/// one more smooths over short blips without holding a worker slot for long.
+pub const MAX_RETRIES: u32 = 3;
+
+/// First backoff delay between transient retries (the OpenAI SDKs use 0.5 s).
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// Cap on one backoff delay (the OpenAI SDKs use 8 s).
+pub const RETRY_CAP: Duration = Duration::from_secs(8);
+
+/// A `retry-after` longer than this is handed back to the caller (`LlmError::RetryLater`) so the
+/// job is rescheduled instead of holding a worker slot while it waits.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
+
+/// Extra attempts when the model's content is not valid JSON for the schema; models rarely fail
+/// twice in a row under strict mode, and every retry costs tokens.
+pub const MALFORMED_RETRIES: u32 = 2;
+
+/// Characters of conversation text in the prompt (~4 characters per token).
+pub const PROMPT_BUDGET_CHARS: usize = 24_000;
+
+/// `finish_reason=length` halves the budget down to this floor; below it the lead is failed.
+pub const MIN_PROMPT_BUDGET_CHARS: usize = 2_000;
+
+/// Completion token cap: the insight is a few sentences and two short lists.
+pub const MAX_TOKENS: u32 = 800;
+
+/// Response bodies above this are cut off and treated as malformed: an insight is a few KB.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Raw model output kept in `LlmError::Malformed` for diagnosis, in characters.
+pub const MALFORMED_SNIPPET_CHARS: usize = 300;
+
+/// Fraction of a server-given retry-after added as random jitter (0..this), so a burst of
+/// workers told to wait the same time does not return in lockstep.
+pub const RETRY_AFTER_JITTER: f64 = 0.1;

@@ -1,0 +1,362 @@
+//! The axum server: routes, fault injection, and the handle that controls it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::config::{MockLlmConfig, PlannedFault};
+use super::insight::{derive_insight, read_prompt};
+use super::stats::{MockStats, Outcome, Recorder};
+use crate::wire::{ChatMessage, ChatRequest, ChatResponse, Choice, Usage};
+
+/// How long `shutdown` waits for open connections before aborting the server task.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+struct Shared {
+    cfg: MockLlmConfig,
+    outage: AtomicBool,
+    /// Global arrival order of chat requests, for rate-limit bursts.
+    arrivals: AtomicU64,
+    /// Response ids.
+    responses: AtomicU64,
+    stats: Recorder,
+}
+
+/// A running mock. Dropping it stops the server (without waiting).
+pub struct MockHandle {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockHandle")
+            .field("addr", &self.addr)
+            .field("cfg", &self.shared.cfg)
+            .finish()
+    }
+}
+
+impl MockHandle {
+    /// `http://ADDR/v1`, what `LlmConfig::base_url` expects.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Requests being answered now; cheaper than `stats()` for polling.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.stats.current_in_flight()
+    }
+
+    pub fn reset_stats(&self) {
+        self.shared.stats.reset();
+    }
+
+    /// While set, every chat request is answered 503 at once.
+    pub fn set_outage(&self, on: bool) {
+        self.shared.outage.store(on, Ordering::SeqCst);
+    }
+
+    pub fn config(&self) -> &MockLlmConfig {
+        &self.shared.cfg
+    }
+
+    /// Stops accepting, lets open requests finish (up to a grace period), and returns the
+    /// server's result.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(io::Error::other(format!("mock server task failed: {join}"))),
+            Err(_) => {
+                task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves the mock on `listener` in a background task of the current tokio runtime.
+pub fn serve_mock(listener: tokio::net::TcpListener, cfg: MockLlmConfig) -> io::Result<MockHandle> {
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        outage: AtomicBool::new(cfg.outage),
+        cfg,
+        arrivals: AtomicU64::new(0),
+        responses: AtomicU64::new(0),
+        stats: Recorder::default(),
+    });
+    let app = router(shared.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "mock LLM listening");
+    Ok(MockHandle {
+        addr,
+        shared,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(reset))
+        .route("/control/outage", post(outage))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared)
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.stats.snapshot()).into_response()
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.stats.reset();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct OutageQuery {
+    on: bool,
+}
+
+/// `POST /control/outage?on=true|false`: the runtime switch for a mock in another process.
+async fn outage(State(shared): State<Arc<Shared>>, Query(q): Query<OutageQuery>) -> StatusCode {
+    shared.outage.store(q.on, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.stats.bad_request();
+            return error_response(
+                &shared,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &format!("the body is not a chat completion request: {e}"),
+            );
+        }
+    };
+    let lead = lead_key(request.user.as_deref());
+    let arrival = shared.stats.arrive(&lead);
+    let seq = shared.arrivals.fetch_add(1, Ordering::SeqCst);
+    let cfg = &shared.cfg;
+
+    if shared.outage.load(Ordering::SeqCst) {
+        shared.stats.finish(&lead, Outcome::Outage);
+        return error_response(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            None,
+            "mock outage",
+        );
+    }
+    if let Some(burst) = cfg.rate_limit
+        && burst.limits(seq)
+    {
+        shared.stats.finish(&lead, Outcome::RateLimited);
+        let mut response = error_response(
+            &shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+            "mock rate limit burst",
+        );
+        let headers = response.headers_mut();
+        headers.insert("retry-after-ms", HeaderValue::from(burst.retry_after_ms));
+        headers.insert(
+            "retry-after",
+            HeaderValue::from(burst.retry_after_ms.div_ceil(1000)),
+        );
+        return response;
+    }
+
+    let fault = cfg.planned_fault(&lead, arrival.nth_for_lead);
+    {
+        // The guard keeps the in-flight count right even if the client hangs up mid-sleep.
+        let _in_flight = shared.stats.in_flight();
+        let latency = cfg.latency_for(&lead, arrival.nth_for_lead);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
+    match fault {
+        Some(PlannedFault::ServerError) => {
+            shared.stats.finish(&lead, Outcome::ServerError);
+            error_response(
+                &shared,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                "mock injected server error",
+            )
+        }
+        Some(PlannedFault::Malformed) => {
+            shared.stats.finish(&lead, Outcome::Malformed);
+            let content = match cfg.malformed_variant(&lead, arrival.nth_for_lead) {
+                0 => r#"{"summary": "The lead wants"#.to_owned(),
+                1 => r#"{"summary":"missing fields"}"#.to_owned(),
+                _ => "Sure! Here is the insight you asked for.".to_owned(),
+            };
+            completion(&shared, &request, content)
+        }
+        None => {
+            let user_text = request
+                .messages
+                .iter()
+                .filter(|m| m.role == "user")
+                .filter_map(|m| m.content.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let insight = derive_insight(&lead, &read_prompt(&user_text));
+            match serde_json::to_string(&insight) {
+                Ok(content) => {
+                    shared.stats.finish(&lead, Outcome::Ok);
+                    completion(&shared, &request, content)
+                }
+                Err(e) => {
+                    shared.stats.finish(&lead, Outcome::ServerError);
+                    error_response(
+                        &shared,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        None,
+                        &format!("mock could not encode the insight: {e}"),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// The id in `user: "lead-<id>"`, else `"unknown"`.
+fn lead_key(user: Option<&str>) -> String {
+    user.and_then(|u| u.strip_prefix("lead-"))
+        .filter(|id| !id.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn completion(shared: &Shared, request: &ChatRequest, content: String) -> Response {
+    let id = next_id(shared);
+    let prompt_chars: usize = request
+        .messages
+        .iter()
+        .filter_map(|m| m.content.as_deref())
+        .map(|c| c.chars().count())
+        .sum();
+    let prompt_tokens = tokens(prompt_chars);
+    let completion_tokens = tokens(content.chars().count());
+    let body = ChatResponse {
+        id: Some(id.clone()),
+        model: Some(request.model.clone()),
+        choices: vec![Choice {
+            index: 0,
+            message: ChatMessage {
+                role: "assistant".to_owned(),
+                content: Some(content),
+                refusal: None,
+            },
+            finish_reason: Some("stop".to_owned()),
+        }],
+        usage: Some(Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }),
+        error: None,
+    };
+    let mut value = match serde_json::to_value(&body) {
+        Ok(v) => v,
+        Err(_) => json!({}),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("object".to_owned(), json!("chat.completion"));
+        obj.insert("created".to_owned(), json!(unix_now()));
+    }
+    with_request_id((StatusCode::OK, axum::Json(value)).into_response(), &id)
+}
+
+fn error_response(
+    shared: &Shared,
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
+    let id = next_id(shared);
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    with_request_id((status, axum::Json(body)).into_response(), &id)
+}
+
+fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        let headers: &mut HeaderMap = response.headers_mut();
+        headers.insert("x-request-id", v);
+    }
+    response
+}
+
+fn next_id(shared: &Shared) -> String {
+    format!(
+        "mock-{}",
+        shared.responses.fetch_add(1, Ordering::SeqCst) + 1
+    )
+}
+
+/// About four characters per token, as for English text with OpenAI's tokenizers.
+fn tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

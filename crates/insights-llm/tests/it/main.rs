@@ -1,0 +1,8 @@
+//! Integration tests of insights-llm: client faults against wiremock, happy paths and
+//! load against the crate's own mock server. One binary for the crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client_faults;
+mod mock_server;
+mod support;

@@ -1,0 +1,115 @@
+//! The baseline: apalis-postgres 1.0, configured as issue 2 says (poll interval 50 ms; batch size
+//! its default or 100), driven by the same apalis `WorkerBuilder` and the same handler and clock
+//! as our queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use apalis::prelude::{BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt};
+use apalis_postgres::{Config, PostgresStorage};
+
+use crate::bench_db::{BenchDb, admin_url};
+use crate::defaults::{APALIS_POLL_INTERVAL, QUEUE_POOL_MAX};
+use crate::measure::{BackendSampler, Progress, drain_deadline, rate, timed, wait_drained};
+use crate::scenario::{DrainOutcome, DrainSpec};
+
+const QUEUE: &str = "insights_bench";
+
+/// What every bench handler gets: how long to "work" and where to record progress.
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    pub work: Duration,
+    pub progress: Arc<Progress>,
+}
+
+async fn handler(_job: u64, spec: Data<HandlerSpec>) -> Result<(), BoxDynError> {
+    spec.progress.started();
+    if !spec.work.is_zero() {
+        tokio::time::sleep(spec.work).await;
+    }
+    spec.progress.finished();
+    Ok(())
+}
+
+async fn setup(label: &str) -> anyhow::Result<(BenchDb, sqlx::PgPool)> {
+    let db = BenchDb::create(label).await?;
+    let pool = db.pool(QUEUE_POOL_MAX).await?;
+    timed(PostgresStorage::setup(&pool))
+        .await
+        .context("apalis-postgres migrations")?;
+    Ok((db, pool))
+}
+
+fn storage(pool: &sqlx::PgPool, batch: usize) -> PostgresStorage<u64> {
+    PostgresStorage::<u64>::new(pool).with_config(Config::default().queue(QUEUE).batch_size(batch))
+}
+
+/// Bulk enqueue of `jobs` no-op jobs through apalis' own `push_bulk` (one statement).
+pub async fn enqueue(jobs: usize) -> anyhow::Result<f64> {
+    let (db, pool) = setup("apalis_enqueue").await?;
+    let mut sink = storage(&pool, crate::defaults::APALIS_DEFAULT_BATCH);
+    let payload: Vec<u64> = (0..jobs as u64).collect();
+    let t0 = Instant::now();
+    timed(sink.push_bulk(payload))
+        .await
+        .context("apalis push_bulk")?;
+    let t1 = Instant::now();
+    let n = count(&pool, "select count(*) from apalis.jobs").await?;
+    if n != jobs as i64 {
+        return Err(anyhow!("apalis enqueue stored {n} of {jobs} jobs"));
+    }
+    pool.close().await;
+    drop(db);
+    Ok(rate(jobs, t0, t1))
+}
+
+/// Drains `spec.jobs` jobs with apalis-postgres at `batch`.
+pub async fn drain(label: &str, spec: DrainSpec, batch: usize) -> anyhow::Result<DrainOutcome> {
+    let (db, pool) = setup(label).await?;
+    let mut sink = storage(&pool, batch);
+    timed(sink.push_bulk((0..spec.jobs as u64).collect()))
+        .await
+        .context("apalis push_bulk (setup)")?;
+    timed(sqlx::query("analyze apalis.jobs").execute(&pool)).await?;
+
+    let progress = Progress::new(spec.jobs);
+    let handler_spec = HandlerSpec {
+        work: spec.work,
+        progress: progress.clone(),
+    };
+    let sampler = BackendSampler::start(&admin_url(), &db.name).await?;
+    let backend = storage(&pool, batch).poll_with_interval(APALIS_POLL_INTERVAL);
+    let worker = WorkerBuilder::new(format!("bench-{label}"))
+        .backend(backend)
+        .data(handler_spec)
+        .concurrency(spec.concurrency)
+        .build(handler);
+    let run = tokio::spawn(async move { worker.run().await });
+
+    let deadline = drain_deadline(spec.jobs, spec.work, spec.concurrency);
+    let waited = wait_drained(&progress, spec.jobs, deadline, || {
+        count(
+            &pool,
+            "select count(*) from apalis.jobs where status = 'Done'",
+        )
+    })
+    .await;
+    run.abort();
+    let _ = run.await;
+    let peak_backends = sampler.finish().await?;
+    let done_at = waited?;
+    let first = progress.first().context("no handler ran")?;
+    let outcome = DrainOutcome {
+        jobs_per_s: rate(spec.jobs, first, done_at),
+        peak_backends,
+        decay_ratio: progress.decay_ratio(crate::defaults::DECAY_WINDOW_FRACTION),
+    };
+    pool.close().await;
+    drop(db);
+    Ok(outcome)
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &'static str) -> anyhow::Result<i64> {
+    timed(sqlx::query_scalar(sql).fetch_one(pool)).await
+}

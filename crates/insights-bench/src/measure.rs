@@ -1,0 +1,242 @@
+//! Instruments shared by every scenario: a handler-side progress recorder, the drain clock, the
+//! backend sampler and the peak-RSS reader.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+
+use crate::defaults::{
+    BACKEND_SAMPLE_INTERVAL, DONE_POLL_INTERVAL, DRAIN_DEADLINE_MIN_RATE, DRAIN_DEADLINE_SLACK,
+    PROGRESS_POLL_INTERVAL, STATEMENT_TIMEOUT,
+};
+
+/// Runs a fallible future under [`STATEMENT_TIMEOUT`].
+pub async fn timed<T, E>(fut: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => bail!("timed out after {STATEMENT_TIMEOUT:?}"),
+    }
+}
+
+/// What the handlers record: when the first one ran and when each one finished, in order.
+/// Backend-agnostic, so ours and apalis-postgres are clocked the same way.
+#[derive(Debug)]
+pub struct Progress {
+    origin: Instant,
+    first: OnceLock<Instant>,
+    count: AtomicUsize,
+    /// Nanoseconds since `origin` of the i-th handler completion.
+    stamps: Vec<AtomicU64>,
+}
+
+impl Progress {
+    pub fn new(expected: usize) -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            first: OnceLock::new(),
+            count: AtomicUsize::new(0),
+            stamps: (0..expected).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Called by a handler when it starts: the first call marks the first fetch.
+    pub fn started(&self) {
+        self.first.get_or_init(Instant::now);
+    }
+
+    /// Called by a handler when it finishes.
+    pub fn finished(&self) {
+        let i = self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.stamps.get(i) {
+            let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            slot.store(nanos, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn first(&self) -> Option<Instant> {
+        self.first.get().copied()
+    }
+
+    /// Rate of the last `fraction` of handler completions over the rate of the first `fraction`.
+    pub fn decay_ratio(&self, fraction: f64) -> Option<f64> {
+        let n = self.count().min(self.stamps.len());
+        let window = ((n as f64) * fraction) as usize;
+        if window < 2 || n < 2 * window {
+            return None;
+        }
+        let at = |i: usize| self.stamps[i].load(Ordering::Relaxed) as f64 / 1e9;
+        // The first window is clocked from the first fetch, so a slow first batch counts.
+        let first_start = self
+            .first()
+            .map(|f| f.duration_since(self.origin).as_secs_f64())
+            .unwrap_or_else(|| at(0));
+        let first_span = at(window - 1) - first_start;
+        let last_span = at(n - 1) - at(n - window - 1);
+        if first_span <= 0.0 || last_span <= 0.0 {
+            return None;
+        }
+        Some((window as f64 / last_span) / (window as f64 / first_span))
+    }
+}
+
+/// A deadline for draining `jobs` that only trips on a drain far slower than anything measured.
+pub fn drain_deadline(jobs: usize, per_job: Duration, concurrency: usize) -> Instant {
+    let by_rate = Duration::from_secs_f64(jobs as f64 / DRAIN_DEADLINE_MIN_RATE);
+    let by_handler = per_job.mul_f64(jobs as f64 / concurrency.max(1) as f64 * 3.0);
+    Instant::now() + by_rate.max(by_handler) + DRAIN_DEADLINE_SLACK
+}
+
+/// Waits until every handler has run (memory only), then until the database says all `jobs`
+/// are done (the batched completions landed). Returns the instant the last completion was seen.
+pub async fn wait_drained<F, Fut>(
+    progress: &Progress,
+    jobs: usize,
+    deadline: Instant,
+    mut done_count: F,
+) -> anyhow::Result<Instant>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<i64>>,
+{
+    while progress.count() < jobs {
+        if Instant::now() > deadline {
+            bail!("deadline: only {} of {jobs} handlers ran", progress.count());
+        }
+        tokio::time::sleep(PROGRESS_POLL_INTERVAL).await;
+    }
+    loop {
+        let done = done_count().await.context("counting done jobs")?;
+        if done >= jobs as i64 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "deadline: every handler ran but only {done} of {jobs} jobs are done in the database"
+            );
+        }
+        tokio::time::sleep(DONE_POLL_INTERVAL).await;
+    }
+}
+
+/// Counts the client backends connected to one database every [`BACKEND_SAMPLE_INTERVAL`], from
+/// its own connection to *another* database, so it never counts itself. Autovacuum workers and
+/// other background processes are not counted: only what clients hold.
+pub struct BackendSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicI64>,
+    samples: Arc<AtomicU64>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl BackendSampler {
+    pub async fn start(admin_url: &str, database: &str) -> anyhow::Result<Self> {
+        let mut conn = timed(PgConnection::connect(admin_url))
+            .await
+            .context("connecting the backend sampler")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicI64::new(0));
+        let samples = Arc::new(AtomicU64::new(0));
+        let database = database.to_owned();
+        let task = tokio::spawn({
+            let (stop, peak, samples) = (stop.clone(), peak.clone(), samples.clone());
+            async move {
+                let mut tick = tokio::time::interval(BACKEND_SAMPLE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let n: i64 = timed(
+                        sqlx::query_scalar(
+                            "select count(*) from pg_stat_activity \
+                             where datname = $1 and backend_type = 'client backend'",
+                        )
+                        .bind(&database)
+                        .fetch_one(&mut conn),
+                    )
+                    .await?;
+                    peak.fetch_max(n, Ordering::Relaxed);
+                    samples.fetch_add(1, Ordering::Relaxed);
+                }
+                conn.close().await.ok();
+                Ok(())
+            }
+        });
+        Ok(Self {
+            stop,
+            peak,
+            samples,
+            task,
+        })
+    }
+
+    /// Stops sampling and returns the peak count.
+    pub async fn finish(self) -> anyhow::Result<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        match tokio::time::timeout(STATEMENT_TIMEOUT, self.task).await {
+            Ok(Ok(r)) => r.context("backend sampler")?,
+            Ok(Err(e)) => bail!("backend sampler task failed: {e}"),
+            Err(_) => bail!("backend sampler did not stop"),
+        }
+        if self.samples.load(Ordering::Relaxed) == 0 {
+            bail!("backend sampler took no sample");
+        }
+        Ok(self.peak.load(Ordering::Relaxed))
+    }
+}
+
+/// Peak resident set size (`VmHWM`) of a process, in MiB: `"self"` or a pid.
+pub fn peak_rss_mb(pid: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM line")?;
+    Ok(kb / 1024.0)
+}
+
+/// Jobs per second over a span.
+pub fn rate(jobs: usize, from: Instant, to: Instant) -> f64 {
+    let secs = to.saturating_duration_since(from).as_secs_f64();
+    if secs <= 0.0 {
+        return f64::INFINITY;
+    }
+    jobs as f64 / secs
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_ratio_is_one_for_a_steady_rate() {
+        let p = Progress::new(1000);
+        p.started();
+        for _ in 0..1000 {
+            p.finished();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let r = p.decay_ratio(0.1).unwrap();
+        assert!(r > 0.3 && r < 3.0, "ratio {r}");
+    }
+
+    #[test]
+    fn reads_own_peak_rss() {
+        let mb = peak_rss_mb("self").unwrap();
+        assert!(mb > 0.5, "{mb}");
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use insights_core::SecretString;
+use insights_core::{SecretString, Settings};
 
 use crate::defaults;
 
@@ -66,6 +66,20 @@ impl LlmConfig {
         }
     }
 
+    /// What the environment configures (model, key, timeout, prompt budget), talking to
+    /// `base_url`: the caller resolves it (`Settings::require_llm_base_url` for `work`, the
+    /// in-process mock's `MockHandle::base_url` for `demo`). Retry tuning keeps its defaults.
+    pub fn from_settings(settings: &Settings, base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            model: settings.llm_model.clone(),
+            api_key: settings.llm_api_key.clone(),
+            request_timeout: settings.llm_timeout,
+            prompt_budget_chars: settings.prompt_budget_chars,
+            ..Self::default()
+        }
+    }
+
     /// The chat-completions endpoint derived from `base_url`.
     pub fn endpoint(&self) -> String {
         format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
@@ -90,5 +104,33 @@ impl fmt::Debug for LlmConfig {
             .field("min_prompt_budget_chars", &self.min_prompt_budget_chars)
             .field("max_tokens", &self.max_tokens)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_settings_takes_the_environment_and_hides_the_key() {
+        let settings = Settings::from_lookup(|name| match name {
+            "INSIGHTS_LLM_MODEL" => Some("my-model".to_owned()),
+            "INSIGHTS_LLM_API_KEY" => Some("sk-hidden-value".to_owned()),
+            "INSIGHTS_LLM_TIMEOUT_MS" => Some("1234".to_owned()),
+            _ => None,
+        });
+        let Ok(settings) = settings else {
+            panic!("settings should parse: {settings:?}");
+        };
+        let cfg = LlmConfig::from_settings(&settings, "http://127.0.0.1:9/v1/");
+        assert_eq!(cfg.model, "my-model");
+        assert_eq!(cfg.request_timeout, Duration::from_millis(1234));
+        assert_eq!(
+            cfg.api_key.as_ref().map(|k| k.expose().as_str()),
+            Some("sk-hidden-value")
+        );
+        assert_eq!(cfg.endpoint(), "http://127.0.0.1:9/v1/chat/completions");
+        assert!(!format!("{cfg:?}").contains("sk-hidden-value"));
+        assert_eq!(cfg.max_retries, defaults::MAX_RETRIES);
     }
 }

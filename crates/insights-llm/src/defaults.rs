@@ -5,15 +5,18 @@ use std::time::Duration;
 /// The built-in mock's address shape; a real deployment always sets `INSIGHTS_LLM_BASE_URL`.
 pub const BASE_URL: &str = "http://127.0.0.1:8089/v1";
 
-/// A small, cheap model that supports strict `json_schema` output.
-pub const MODEL: &str = "gpt-4o-mini";
+/// A small, cheap model that supports strict `json_schema` output (the environment's default,
+/// defined once in insights-core).
+pub const MODEL: &str = insights_core::defaults::LLM_MODEL;
 
 /// TCP + TLS handshake bound: a blackholed host should fail fast and be retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Total bound of one HTTP request (headers and body). Unbounded requests hang forever in
 /// practice; a minute covers a slow model writing a few hundred tokens.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Same value as `INSIGHTS_LLM_TIMEOUT_MS`'s default.
+pub const REQUEST_TIMEOUT: Duration =
+    Duration::from_millis(insights_core::defaults::LLM_TIMEOUT_MS);
 
 /// Inline retries of transient failures (408/409/429/5xx, connect errors, timeouts) within one
 /// `generate_insight` call; the queue's own backoff takes over after that. The OpenAI SDKs use 2;
@@ -34,8 +37,9 @@ pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
 /// twice in a row under strict mode, and every retry costs tokens.
 pub const MALFORMED_RETRIES: u32 = 2;
 
-/// Characters of conversation text in the prompt (~4 characters per token).
-pub const PROMPT_BUDGET_CHARS: usize = 24_000;
+/// Characters of conversation text in the prompt (~4 characters per token); the default of
+/// `INSIGHTS_PROMPT_BUDGET_CHARS`.
+pub const PROMPT_BUDGET_CHARS: usize = insights_core::defaults::PROMPT_BUDGET_CHARS;
 
 /// `finish_reason=length` halves the budget down to this floor; below it the lead is failed.
 pub const MIN_PROMPT_BUDGET_CHARS: usize = 2_000;

@@ -311,7 +311,8 @@ async fn serves_256_concurrent_requests_with_latency() {
     assert!(elapsed >= latency);
     // Serially this would take 51 s; concurrently about one latency plus connection set-up.
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-    assert!(stats.peak_in_flight >= 64, "peak {}", stats.peak_in_flight);
+    // Loose: on a loaded machine connection set-up can spread the arrivals.
+    assert!(stats.peak_in_flight >= 32, "peak {}", stats.peak_in_flight);
     assert_eq!(mock.in_flight(), 0);
     eprintln!(
         "256 requests at {latency:?} latency: {elapsed:?}, peak in flight {}",

@@ -1,1 +1,30 @@
-//! insights-store (skeleton).
+//! The app's data on Postgres: pool construction (direct or behind a transaction pooler), the
+//! domain migrations, the three domain statements (candidate query, conversation load, insight
+//! upsert) with a batched insight writer, error classification and backon retries, connection
+//! hold instrumentation, and deterministic seeding.
+//!
+//! It must not know about the job queue or the LLM. Every call is bounded by a timeout and never
+//! keeps a connection beyond its own statement.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod defaults;
+pub mod error;
+pub mod migrate;
+pub mod pool;
+pub mod retry;
+pub mod seed;
+pub mod statements;
+pub mod stats;
+pub mod store;
+pub mod writer;
+
+pub use error::{ErrorClass, StoreError};
+pub use migrate::{MigrateReport, migrate};
+pub use pool::{PoolSettings, PoolerMode, connect, connect_lazy};
+pub use retry::{RetryPolicy, retry_transient};
+pub use seed::{SeedReport, seed};
+pub use statements::DomainStatements;
+pub use stats::StoreStats;
+pub use store::{LoadedConversation, Store, StoreOptions, UpsertOutcome};
+pub use writer::{InsightWriter, WriterConfig};

@@ -1,0 +1,45 @@
+//! Every tuning default of the store, named once. The user-facing ones (pool size, timeouts)
+//! come from `insights_core::defaults` through `Settings`; these are internal knobs.
+
+use std::time::Duration;
+
+/// Retries of a transient error by the store's own calls: exponential from
+/// [`RETRY_MIN_DELAY`], doubling, capped at [`RETRY_MAX_DELAY`], full jitter (each wait uniform
+/// in `[0, d]`), at most [`RETRY_MAX_RETRIES`] retries after the first attempt. Worst case about
+/// 0.1+0.2+0.4+0.8 = 1.5 s of waiting, short enough that a job fails fast to the queue's own
+/// (longer) backoff and the circuit breaker sees the outage.
+pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+pub const RETRY_MAX_RETRIES: usize = 4;
+
+/// Client-side bound on a store call when none is configured (mirrors
+/// `insights_core::defaults::DB_STATEMENT_TIMEOUT_MS`).
+pub const CALL_TIMEOUT: Duration =
+    Duration::from_millis(insights_core::defaults::DB_STATEMENT_TIMEOUT_MS);
+pub const ACQUIRE_TIMEOUT: Duration =
+    Duration::from_millis(insights_core::defaults::DB_ACQUIRE_TIMEOUT_MS);
+pub const POOL_MAX: u32 = insights_core::defaults::DB_POOL_MAX;
+
+/// A pooled connection idle longer than this is pinged before use (a cheaper middle ground
+/// than sqlx's ping-on-every-acquire, which costs a round trip per call).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// Idle connections are closed after this, so a quiet worker holds no backends.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// Server-side safety net for direct connections (a pooler rejects start-up options):
+/// a transaction left open by a bug is ended by Postgres.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+pub const APPLICATION_NAME: &str = "insights-worker";
+
+/// Batched insight writer: a flush starts when this many records are queued ...
+pub const WRITER_MAX_BATCH: usize = 256;
+/// ... or when the oldest queued record has waited this long.
+pub const WRITER_LINGER: Duration = Duration::from_millis(2);
+/// Flushes that may run at once (each on its own connection), so collecting the next batch
+/// overlaps with committing the previous one.
+pub const WRITER_MAX_CONCURRENT_FLUSHES: usize = 2;
+/// Records that may wait for a flush before `write` applies back-pressure.
+pub const WRITER_QUEUE_CAPACITY: usize = 8192;
+
+/// Rows per statement when seeding.
+pub const SEED_CHUNK_ROWS: usize = 20_000;

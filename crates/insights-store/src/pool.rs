@@ -1,0 +1,200 @@
+//! Pool construction for a direct Postgres URL or a transaction-mode pooler (pgbouncer,
+//! Supavisor). Pooler mode is `INSIGHTS_DB_POOLER=transaction` or `?pgbouncer=true` in the URL;
+//! the parameter is stripped before the URL reaches sqlx.
+//!
+//! Pooler mode differs in what is sent at start-up, not in the pool: `extra_float_digits` is
+//! not sent (pgbouncer refuses it) and no server options are set. The statements themselves are
+//! made pooler-safe by the callers (`.persistent(false)` inside a transaction).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use insights_core::{ConfigError, DatabaseUrl, Settings};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub use insights_core::PoolerMode;
+
+use crate::defaults;
+use crate::error::{ErrorClass, StoreError, classify};
+
+/// Everything needed to build one pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Redacted in `Debug`.
+    pub url: DatabaseUrl,
+    /// Explicit setting; the URL's `pgbouncer=true` also turns pooler mode on (see [`Self::mode`]).
+    pub pooler: PoolerMode,
+    pub max_connections: u32,
+    /// Wait for a free pooled connection.
+    pub acquire_timeout: Duration,
+    /// Client-side bound on each store call; also the server-side `statement_timeout` on direct
+    /// connections.
+    pub statement_timeout: Duration,
+    pub application_name: String,
+}
+
+impl PoolSettings {
+    /// Defaults for everything but the URL.
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self {
+            url,
+            pooler: PoolerMode::Direct,
+            max_connections: defaults::POOL_MAX,
+            acquire_timeout: defaults::ACQUIRE_TIMEOUT,
+            statement_timeout: defaults::CALL_TIMEOUT,
+            application_name: defaults::APPLICATION_NAME.to_owned(),
+        }
+    }
+
+    /// The app pool (`DATABASE_URL`).
+    pub fn app_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self::with_settings(
+            settings.require_database_url()?.clone(),
+            settings.pooler,
+            settings,
+        ))
+    }
+
+    /// The queue pool (`QUEUE_DATABASE_URL`, else `DATABASE_URL`).
+    pub fn queue_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self::with_settings(
+            settings.require_queue_database_url()?.clone(),
+            settings.queue_pooler,
+            settings,
+        ))
+    }
+
+    /// The migration connection (`DIRECT_DATABASE_URL`, else `DATABASE_URL`). With a direct URL
+    /// the pooler setting does not apply; the migration runner is pooler-safe either way.
+    pub fn migration_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let url = settings.require_migration_url()?.clone();
+        let pooler = if settings.direct_database_url.is_some() {
+            PoolerMode::Direct
+        } else {
+            settings.pooler
+        };
+        let mut s = Self::with_settings(url, pooler, settings);
+        s.max_connections = 1;
+        // DDL can legitimately run longer than a domain statement.
+        s.statement_timeout = s.statement_timeout.max(Duration::from_secs(300));
+        Ok(s)
+    }
+
+    fn with_settings(url: DatabaseUrl, pooler: PoolerMode, settings: &Settings) -> Self {
+        Self {
+            url,
+            pooler,
+            max_connections: settings.db_pool_max,
+            acquire_timeout: settings.db_acquire_timeout,
+            statement_timeout: settings.db_statement_timeout,
+            application_name: defaults::APPLICATION_NAME.to_owned(),
+        }
+    }
+
+    /// The effective mode: the setting or the URL hint.
+    pub fn mode(&self) -> PoolerMode {
+        PoolerMode::resolve(self.pooler, &self.url)
+    }
+
+    /// `host:port` for messages.
+    pub fn target(&self) -> String {
+        self.url.host_port()
+    }
+}
+
+/// Connect options for one connection in the effective mode.
+pub fn connect_options(settings: &PoolSettings) -> Result<PgConnectOptions, StoreError> {
+    let url = settings.url.without_pooler_hint();
+    let mut opts = PgConnectOptions::from_str(url.expose())
+        .map_err(|e| StoreError::Config(format!("{}: {}", settings.url, e)))?
+        .application_name(&settings.application_name);
+    match settings.mode() {
+        PoolerMode::Transaction => {
+            opts = opts.extra_float_digits(None);
+        }
+        PoolerMode::Direct => {
+            opts = opts.options([
+                (
+                    "statement_timeout",
+                    settings.statement_timeout.as_millis().to_string(),
+                ),
+                (
+                    "idle_in_transaction_session_timeout",
+                    defaults::IDLE_IN_TRANSACTION_TIMEOUT
+                        .as_millis()
+                        .to_string(),
+                ),
+            ]);
+        }
+    }
+    Ok(opts)
+}
+
+fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections.max(1))
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(defaults::POOL_IDLE_TIMEOUT)
+        .max_lifetime(defaults::POOL_MAX_LIFETIME)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+            Box::pin(async move {
+                if meta.idle_for >= defaults::PING_IF_IDLE_FOR {
+                    // A broken connection is dropped here instead of failing the caller's query.
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// A pool that connects on first use. Fails only on a malformed URL.
+pub fn connect_lazy(settings: &PoolSettings) -> Result<PgPool, StoreError> {
+    let opts = connect_options(settings)?;
+    Ok(pool_options(settings).connect_lazy_with(opts))
+}
+
+/// A pool, after proving the database is reachable with one bare connection (a pool would only
+/// report `PoolTimedOut`; the bare connection says why). The error is one line:
+/// `cannot reach database at host:port: <reason>`.
+pub async fn connect(settings: &PoolSettings) -> Result<PgPool, StoreError> {
+    let opts = connect_options(settings)?;
+    probe(settings, &opts).await?;
+    Ok(pool_options(settings).connect_lazy_with(opts))
+}
+
+/// Opens and closes one connection, bounded by the acquire timeout.
+pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(), StoreError> {
+    let target = settings.target();
+    let timeout = settings.acquire_timeout;
+    match tokio::time::timeout(timeout, PgConnection::connect_with(opts)).await {
+        Err(_) => Err(StoreError::Connect {
+            target,
+            reason: format!("no answer within {}ms", timeout.as_millis()),
+            class: ErrorClass::Transient,
+        }),
+        Ok(Err(e)) => {
+            let class = match &e {
+                // Refused or reset connections are a database that is down: transient.
+                sqlx::Error::Io(_) => ErrorClass::Transient,
+                other => classify(other).0,
+            };
+            Err(StoreError::Connect {
+                target,
+                reason: one_line(&e.to_string()),
+                class,
+            })
+        }
+        Ok(Ok(conn)) => {
+            let _ = tokio::time::timeout(timeout, conn.close()).await;
+            Ok(())
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

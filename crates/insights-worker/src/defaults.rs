@@ -1,0 +1,60 @@
+//! Every default of the pipeline that is not a deployment setting, named once.
+//!
+//! Deployment settings (concurrency, pool sizes, thresholds, ...) live in
+//! `insights_core::defaults` and are read from the environment; the values here are internal
+//! tuning knobs with a reason attached.
+
+use std::time::Duration;
+
+/// First pause of the circuit breaker once it trips: long enough for a pooler restart, short
+/// enough that a single blip costs little throughput.
+pub const BREAKER_BASE_PAUSE: Duration = Duration::from_secs(1);
+/// Upper bound of the breaker's pause: an outage never stops fetching for longer than this
+/// between probes.
+pub const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// How long an LLM quota error pauses fetching: quota rarely comes back within seconds, and
+/// every fetched job would fail the same way.
+pub const QUOTA_PAUSE: Duration = Duration::from_secs(60);
+/// How long a job is snoozed (no attempt burned) when the app database is unreachable.
+pub const CONNECTION_SNOOZE: Duration = Duration::from_secs(5);
+/// How long a job is snoozed when the LLM quota is exhausted.
+pub const QUOTA_SNOOZE: Duration = Duration::from_secs(60);
+
+/// Retry schedule of the insight write after the LLM answered: a paid-for answer is worth
+/// waiting for, so the write rides out an outage of about this long before the job is snoozed
+/// (and the LLM call will then be paid again).
+pub const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// First delay between write retries.
+pub const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Largest delay between write retries.
+pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Interval of the periodic summary log line.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often `--exit-when-idle` polls the queue counts.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the runner samples the number of database backends for the peak figure.
+pub const BACKEND_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long in-flight jobs may take to finish after a shutdown signal before the process
+/// stops anyway (their leases expire and another worker picks them up).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Candidate ids fetched per keyset page by the producer.
+pub const PRODUCER_PAGE: i64 = 5_000;
+/// Jobs inserted per bulk statement by the producer.
+pub const PRODUCER_CHUNK: usize = 5_000;
+
+/// Job latency samples kept for the quantiles (a ring: the newest win).
+pub const LATENCY_SAMPLES: usize = 65_536;
+
+/// Demo database when `DATABASE_URL` is unset.
+pub const DEMO_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/insights_demo";
+/// Leads the demo seeds.
+pub const DEMO_LEADS: u64 = 2_000;
+/// Latency of the demo's in-process mock LLM.
+pub const DEMO_LLM_LATENCY: Duration = Duration::from_millis(50);
+/// Concurrency of the demo worker: enough to hide the mock's latency.
+pub const DEMO_CONCURRENCY: usize = 64;
+/// Seed of the demo data (deterministic runs).
+pub const DEMO_SEED: u64 = 42;

@@ -1,0 +1,279 @@
+//! `insights demo`: one command on a machine with the local Postgres. Creates the demo database
+//! if missing, migrates (domain + queue), seeds, starts the mock LLM in-process, enqueues,
+//! works until the queue is drained, and returns a summary.
+//!
+//! Seeding appends (ids continue), so a second run works on its freshly seeded leads only: the
+//! earlier ones already have fresh insights.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use insights_core::Settings;
+use insights_llm::mock::{MockLlmConfig, serve_mock};
+use insights_queue::Queue;
+use insights_store::{Store, StoreOptions};
+use serde::Serialize;
+
+use crate::defaults::{
+    DEMO_CONCURRENCY, DEMO_DATABASE_URL, DEMO_LEADS, DEMO_LLM_LATENCY, DEMO_SEED,
+};
+use crate::error::WorkerError;
+use crate::metrics::Metrics;
+use crate::producer::{self, EnqueueRequest};
+use crate::runner::{self, BackendSampler, WorkerOptions, WorkerParts};
+use crate::wiring::{self, store_err};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// `None`: [`DEMO_DATABASE_URL`].
+    pub database_url: Option<String>,
+    pub leads: u64,
+    pub llm_latency: Duration,
+    pub concurrency: usize,
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            leads: DEMO_LEADS,
+            llm_latency: DEMO_LLM_LATENCY,
+            concurrency: DEMO_CONCURRENCY,
+            seed: DEMO_SEED,
+        }
+    }
+}
+
+/// What the demo prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// Database host:port/name (no credentials).
+    pub database: String,
+    pub leads_seeded: u64,
+    pub booked: u64,
+    pub enqueued: u64,
+    pub insights_written: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Enqueue to drained.
+    pub wall_s: f64,
+    pub leads_per_s: f64,
+    pub llm_calls: u64,
+    pub llm_latency_ms: u64,
+    pub concurrency: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// Peak connections this process had open to the database (app pool + queue pool).
+    pub peak_backends: u64,
+    pub pool_max: u32,
+    /// Mean time one job kept an app-database connection checked out.
+    pub mean_hold_ms: f64,
+}
+
+impl fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "insights demo on {}", self.database)?;
+        writeln!(
+            f,
+            "  leads seeded        {} ({} booked)",
+            self.leads_seeded, self.booked
+        )?;
+        writeln!(f, "  jobs enqueued       {}", self.enqueued)?;
+        writeln!(f, "  insights written    {}", self.insights_written)?;
+        writeln!(
+            f,
+            "  skipped / failed    {} / {}",
+            self.skipped, self.failed
+        )?;
+        writeln!(f, "  wall time           {:.2} s", self.wall_s)?;
+        writeln!(f, "  throughput          {:.1} leads/s", self.leads_per_s)?;
+        writeln!(
+            f,
+            "  LLM calls           {} (mock latency {} ms, concurrency {})",
+            self.llm_calls, self.llm_latency_ms, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  job latency         p50 {:.1} ms, p95 {:.1} ms",
+            self.p50_ms, self.p95_ms
+        )?;
+        writeln!(
+            f,
+            "  peak DB connections {} (pool max {} per pool, 2 pools)",
+            self.peak_backends, self.pool_max
+        )?;
+        writeln!(f, "  mean conn. hold/job {:.2} ms", self.mean_hold_ms)
+    }
+}
+
+fn demo_settings(url: &str, base_url: &str, concurrency: usize) -> Result<Settings, WorkerError> {
+    let concurrency = concurrency.to_string();
+    Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(url.to_owned()),
+        "INSIGHTS_LLM_BASE_URL" => Some(base_url.to_owned()),
+        "INSIGHTS_CONCURRENCY" => Some(concurrency.clone()),
+        // The demo owns its database: the queue lives next to the data, no pooler.
+        "QUEUE_DATABASE_URL" | "DIRECT_DATABASE_URL" | "INSIGHTS_DB_POOLER" => None,
+        // The HTTP server is not part of the demo.
+        "INSIGHTS_HTTP_BIND" | "INSIGHTS_DASHBOARD_TOKEN" => None,
+        other => std::env::var(other).ok(),
+    })
+    .map_err(WorkerError::from)
+}
+
+/// Runs the demo end to end.
+pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
+    let url = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| DEMO_DATABASE_URL.to_owned());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| WorkerError::Runtime(format!("cannot bind the mock LLM: {e}")))?;
+    let mock = serve_mock(listener, MockLlmConfig::with_latency(opts.llm_latency))
+        .map_err(|e| WorkerError::Runtime(format!("cannot start the mock LLM: {e}")))?;
+
+    let settings = demo_settings(&url, &mock.base_url(), opts.concurrency)?;
+    let db_url = settings.require_database_url()?.clone();
+    let database = db_url.redacted();
+    ensure_database(&settings).await?;
+
+    crate::admin::migrate(&settings).await?;
+    let (app_pool, app_ps) = wiring::app_pool(&settings).await?;
+    let (queue_pool, _) = wiring::queue_pool(&settings).await?;
+    let store = Store::new(app_pool.clone(), StoreOptions::for_pool(&app_ps));
+    let queue = Queue::new(queue_pool.clone(), wiring::queue_config(&settings));
+
+    let n = usize::try_from(opts.leads)
+        .map_err(|_| WorkerError::Config(format!("--leads: {} is too large", opts.leads)))?;
+    let seeded = insights_store::seed(&app_pool, n, opts.seed)
+        .await
+        .map_err(store_err)?;
+    tracing::info!(
+        leads = seeded.leads,
+        booked = seeded.booked,
+        messages = seeded.messages,
+        "seeded"
+    );
+
+    let started = Instant::now();
+    let report = producer::enqueue(
+        &store,
+        &queue,
+        EnqueueRequest {
+            limit: u64::MAX,
+            lead_ids: Vec::new(),
+            dry_run: false,
+        },
+    )
+    .await?;
+
+    // Connections this process holds open, sampled: no SQL needed, and in direct mode each is
+    // exactly one database backend.
+    let (sa, sq) = (app_pool.clone(), queue_pool.clone());
+    let sampler: BackendSampler = Arc::new(move || {
+        let n = u64::from(sa.size()) + u64::from(sq.size());
+        Box::pin(async move { Some(n) })
+    });
+    let mut options = WorkerOptions::from_settings(&settings)?;
+    options.exit_when_idle = true;
+    options.http_bind = None;
+    options.name = "insights-demo".to_owned();
+    let metrics = Metrics::new();
+    let summary = runner::run_worker_with(WorkerParts {
+        store: store.clone(),
+        queue,
+        llm: wiring::llm_client(&settings)?,
+        metrics: metrics.clone(),
+        options,
+        backend_sampler: Some(sampler),
+    })
+    .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let mock_stats = mock.stats();
+    let _ = mock.shutdown().await;
+    app_pool.close().await;
+    queue_pool.close().await;
+
+    let m = &summary.metrics;
+    Ok(DemoSummary {
+        database,
+        leads_seeded: seeded.leads as u64,
+        booked: seeded.booked as u64,
+        enqueued: report.enqueued,
+        insights_written: m.written,
+        skipped: m.skipped,
+        failed: m.failed,
+        wall_s: wall,
+        leads_per_s: if wall > 0.0 {
+            m.processed as f64 / wall
+        } else {
+            0.0
+        },
+        llm_calls: mock_stats.total,
+        llm_latency_ms: u64::try_from(opts.llm_latency.as_millis()).unwrap_or(u64::MAX),
+        concurrency: opts.concurrency,
+        p50_ms: m.latency_p50_ms,
+        p95_ms: m.latency_p95_ms,
+        peak_backends: m.peak_backends,
+        pool_max: settings.db_pool_max,
+        mean_hold_ms: summary.mean_hold_ms,
+    })
+}
+
+/// Creates the demo database when the server says it does not exist.
+async fn ensure_database(settings: &Settings) -> Result<(), WorkerError> {
+    let url = settings.require_database_url()?;
+    let ps = insights_store::PoolSettings::app_from_settings(settings)?;
+    match insights_store::pool::connect(&ps).await {
+        Ok(pool) => {
+            pool.close().await;
+            Ok(())
+        }
+        Err(e) if e.to_string().contains("does not exist") => {
+            tracing::info!(database = %url.redacted(), "creating the demo database");
+            create_database(url.expose()).await
+        }
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// `CREATE DATABASE` through the Postgres client's `createdb` (this crate holds no SQL),
+/// connecting to the server's `postgres` database with the same credentials.
+async fn create_database(url: &str) -> Result<(), WorkerError> {
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| WorkerError::Config(format!("DATABASE_URL: not a URL: {e}")))?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Err(WorkerError::Config(
+            "DATABASE_URL: expected a database name in the path".to_owned(),
+        ));
+    }
+    parsed.set_path("/postgres");
+    parsed.set_query(None);
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("createdb")
+            .arg(format!("--maintenance-db={parsed}"))
+            .arg(&name)
+            .output(),
+    )
+    .await
+    .map_err(|_| WorkerError::Runtime("createdb did not finish within 30 s".to_owned()))?
+    .map_err(|e| WorkerError::Runtime(format!("cannot run createdb to create {name}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Another demo created it meanwhile: fine.
+    if stderr.contains("already exists") {
+        return Ok(());
+    }
+    Err(WorkerError::Runtime(format!(
+        "cannot create database {name}: {}",
+        stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+    )))
+}

@@ -1,0 +1,24 @@
+//! The worker crate's error: a configuration problem (the CLI exits 2) or a runtime failure
+//! (exit 1), each with a one-line, secret-free reason.
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Bad configuration or usage: names the variable or flag and the expected form.
+    #[error("{0}")]
+    Config(String),
+    /// Something failed at run time (database unreachable, bind failed, ...).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl WorkerError {
+    pub fn is_config(&self) -> bool {
+        matches!(self, WorkerError::Config(_))
+    }
+}
+
+impl From<insights_core::ConfigError> for WorkerError {
+    fn from(e: insights_core::ConfigError) -> Self {
+        WorkerError::Config(e.to_string())
+    }
+}

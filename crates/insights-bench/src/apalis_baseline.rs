@@ -2,35 +2,18 @@
 //! its default or 100), driven by the same apalis `WorkerBuilder` and the same handler and clock
 //! as our queue.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow};
-use apalis::prelude::{BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BackendExt, TaskSink, WorkerBuilder, WorkerBuilderExt};
 use apalis_postgres::{Config, PostgresStorage};
 
 use crate::bench_db::{BenchDb, admin_url};
 use crate::defaults::{APALIS_POLL_INTERVAL, QUEUE_POOL_MAX};
 use crate::measure::{BackendSampler, Progress, drain_deadline, rate, timed, wait_drained};
-use crate::scenario::{DrainOutcome, DrainSpec};
+use crate::scenario::{DrainOutcome, DrainSpec, HandlerSpec, handler};
 
 const QUEUE: &str = "insights_bench";
-
-/// What every bench handler gets: how long to "work" and where to record progress.
-#[derive(Debug, Clone)]
-pub struct HandlerSpec {
-    pub work: Duration,
-    pub progress: Arc<Progress>,
-}
-
-async fn handler(_job: u64, spec: Data<HandlerSpec>) -> Result<(), BoxDynError> {
-    spec.progress.started();
-    if !spec.work.is_zero() {
-        tokio::time::sleep(spec.work).await;
-    }
-    spec.progress.finished();
-    Ok(())
-}
 
 async fn setup(label: &str) -> anyhow::Result<(BenchDb, sqlx::PgPool)> {
     let db = BenchDb::create(label).await?;

@@ -1,13 +1,114 @@
-//! Our queue (insights-queue) under the same scenarios as the baseline.
+//! Our queue (insights-queue) under the same scenarios, handler and clock as the baseline.
 
-use anyhow::bail;
+use std::time::{Duration, Instant};
 
-use crate::scenario::{DrainOutcome, DrainSpec};
+use anyhow::{Context, anyhow};
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt};
+use insights_queue::{NewJob, Queue, QueueConfig, WorkerOptions};
+use tokio::sync::oneshot;
 
-pub async fn drain(_label: &str, _spec: DrainSpec) -> anyhow::Result<DrainOutcome> {
-    bail!("insights-queue not wired yet")
+use crate::bench_db::{BenchDb, admin_url};
+use crate::defaults::{DECAY_WINDOW_FRACTION, OURS_POLL_INTERVAL, QUEUE_POOL_MAX};
+use crate::measure::{BackendSampler, Progress, drain_deadline, rate, timed, wait_drained};
+use crate::scenario::{DrainOutcome, DrainSpec, HandlerSpec, handler};
+
+const QUEUE: &str = "insights_bench";
+/// How long a graceful worker stop may take before the bench aborts the worker task.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn setup(label: &str) -> anyhow::Result<(BenchDb, Queue)> {
+    let db = BenchDb::create(label).await?;
+    let pool = db.pool(QUEUE_POOL_MAX).await?;
+    let queue = Queue::new(
+        pool,
+        QueueConfig {
+            poll_interval: OURS_POLL_INTERVAL,
+            ..QueueConfig::default()
+        },
+    );
+    timed(queue.migrate())
+        .await
+        .context("insights-queue migrate")?;
+    Ok((db, queue))
 }
 
-pub async fn enqueue(_jobs: usize) -> anyhow::Result<f64> {
-    bail!("insights-queue not wired yet")
+fn jobs(n: usize) -> Vec<NewJob<u64>> {
+    (0..n as u64).map(NewJob::new).collect()
+}
+
+/// Bulk enqueue of `n` no-op jobs through `Queue::push_bulk` (it chunks internally).
+pub async fn enqueue(n: usize) -> anyhow::Result<f64> {
+    let (db, queue) = setup("q_enqueue").await?;
+    let batch = jobs(n);
+    let t0 = Instant::now();
+    let outcome = timed(queue.push_bulk(QUEUE, batch))
+        .await
+        .context("push_bulk")?;
+    let t1 = Instant::now();
+    if outcome.inserted != n as u64 {
+        return Err(anyhow!("push_bulk inserted {} of {n}", outcome.inserted));
+    }
+    let stored = count(&queue, "select count(*) from insights_queue.jobs").await?;
+    if stored != n as i64 {
+        return Err(anyhow!("{stored} rows stored for {n} jobs"));
+    }
+    queue.pool().close().await;
+    drop(db);
+    Ok(rate(n, t0, t1))
+}
+
+/// Drains `spec.jobs` jobs with our backend at `spec.concurrency`.
+pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome> {
+    let (db, queue) = setup(label).await?;
+    timed(queue.push_bulk(QUEUE, jobs(spec.jobs)))
+        .await
+        .context("push_bulk (setup)")?;
+    timed(sqlx::query("analyze insights_queue.jobs").execute(queue.pool())).await?;
+
+    let progress = Progress::new(spec.jobs);
+    let handler_spec = HandlerSpec {
+        work: spec.work,
+        progress: progress.clone(),
+    };
+    let sampler = BackendSampler::start(&admin_url(), &db.name).await?;
+    let backend =
+        queue.worker_backend::<u64>(QUEUE, WorkerOptions::with_concurrency(spec.concurrency));
+    let worker = WorkerBuilder::new(format!("bench-{label}"))
+        .backend(backend)
+        .concurrency(spec.concurrency)
+        .data(handler_spec)
+        .build(handler);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut run = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+        Ok::<(), std::io::Error>(())
+    }));
+
+    let deadline = drain_deadline(spec.jobs, spec.work, spec.concurrency);
+    let waited = wait_drained(&progress, spec.jobs, deadline, || {
+        count(
+            &queue,
+            "select count(*) from insights_queue.jobs where state = 'completed'",
+        )
+    })
+    .await;
+    let _ = stop.send(());
+    if tokio::time::timeout(STOP_TIMEOUT, &mut run).await.is_err() {
+        run.abort();
+    }
+    let peak_backends = sampler.finish().await?;
+    let done_at = waited?;
+    let first = progress.first().context("no handler ran")?;
+    let outcome = DrainOutcome {
+        jobs_per_s: rate(spec.jobs, first, done_at),
+        peak_backends,
+        decay_ratio: progress.decay_ratio(DECAY_WINDOW_FRACTION),
+    };
+    queue.pool().close().await;
+    drop(db);
+    Ok(outcome)
+}
+
+async fn count(queue: &Queue, sql: &'static str) -> anyhow::Result<i64> {
+    timed(sqlx::query_scalar(sql).fetch_one(queue.pool())).await
 }

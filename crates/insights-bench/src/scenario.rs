@@ -1,6 +1,11 @@
 //! The shapes every drain scenario shares, whichever queue runs it.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Data};
+
+use crate::measure::Progress;
 
 /// What to drain: how many jobs, how long each handler works, how many run at once.
 #[derive(Debug, Clone, Copy)]
@@ -19,4 +24,21 @@ pub struct DrainOutcome {
     pub peak_backends: i64,
     /// Handler-completion rate of the last 10% over the first 10% (None when too few jobs).
     pub decay_ratio: Option<f64>,
+}
+
+/// What every bench handler gets: how long to "work" and where to record progress.
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    pub work: Duration,
+    pub progress: Arc<Progress>,
+}
+
+/// The one handler both queues run: record the start, sleep `work` (if any), record the end.
+pub async fn handler(_job: u64, spec: Data<HandlerSpec>) -> Result<(), BoxDynError> {
+    spec.progress.started();
+    if !spec.work.is_zero() {
+        tokio::time::sleep(spec.work).await;
+    }
+    spec.progress.finished();
+    Ok(())
 }

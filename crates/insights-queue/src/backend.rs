@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
@@ -22,6 +22,7 @@ use crate::layer::QueueLayer;
 use crate::outcome::JobLease;
 use crate::queue::Queue;
 use crate::statements::{Completion, FetchedJob};
+use crate::stats::WorkerStats;
 
 /// A worker's source of jobs from one queue, yielding `Task<T>`.
 ///
@@ -72,6 +73,11 @@ impl<T> QueueBackend<T> {
     /// The switch the worker's circuit breaker uses to stop and restart fetching.
     pub fn fetch_control(&self) -> FetchControl {
         self.shared.control.clone()
+    }
+
+    /// Counters of this backend (fetches, completions, database errors, rescues).
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats.clone()
     }
 
     /// Identifier written to `locked_by` of the jobs this backend leases.

@@ -20,6 +20,7 @@ use crate::control::FetchControl;
 use crate::defaults;
 use crate::queue::Queue;
 use crate::statements::{self, Completion, FetchedJob};
+use crate::stats::WorkerStats;
 
 /// How often the shutdown watcher looks at the worker's state.
 const SHUTDOWN_WATCH_INTERVAL: Duration = Duration::from_millis(50);
@@ -56,11 +57,16 @@ pub(crate) struct Shared {
     /// Cancels everything else (backend closed or dropped).
     pub stop_all: CancellationToken,
     pub control: FetchControl,
-    pub started_at: Instant,
+    pub stats: WorkerStats,
 }
 
 impl Shared {
-    pub(crate) fn new(queue: Queue, queue_name: &str, concurrency: usize, run_rescuer: bool) -> Self {
+    pub(crate) fn new(
+        queue: Queue,
+        queue_name: &str,
+        concurrency: usize,
+        run_rescuer: bool,
+    ) -> Self {
         let suffix: u64 = rand::rng().random();
         Self {
             queue,
@@ -82,7 +88,7 @@ impl Shared {
             stop_fetch: CancellationToken::new(),
             stop_all: CancellationToken::new(),
             control: FetchControl::default(),
-            started_at: Instant::now(),
+            stats: WorkerStats::default(),
         }
     }
 
@@ -108,7 +114,9 @@ impl Shared {
     pub(crate) fn release_slot(&self) {
         let _ = self
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
         self.slot_freed.notify_one();
     }
 
@@ -168,6 +176,8 @@ impl Shared {
         let res = statements::complete(&self.queue.inner.pool, cfg.statement_timeout, &batch).await;
         match res {
             Ok(updated) => {
+                self.stats
+                    .add_completions(updated, (batch.len() as u64).saturating_sub(updated));
                 if (updated as usize) < batch.len() {
                     tracing::debug!(
                         worker = %self.worker_id,
@@ -263,6 +273,7 @@ pub(crate) async fn close(shared: Arc<Shared>) {
 }
 
 fn log_db_error(shared: &Shared, what: &str, e: &crate::QueueError, failures: u32) {
+    shared.stats.add_db_error();
     // The first failure and then every 20th: an outage must not flood the log.
     if failures <= 1 || failures.is_multiple_of(20) {
         tracing::warn!(worker = %shared.worker_id, error = %e, failures, "{what} failed; backing off");
@@ -314,6 +325,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
                 backoff.reset();
                 let got = jobs.len();
                 if got > 0 {
+                    shared.stats.add_fetched(got as u64);
                     shared.in_flight.fetch_add(got, Ordering::AcqRel);
                     {
                         let mut leases = lock(&shared.leases);
@@ -446,6 +458,7 @@ async fn rescue_loop(shared: Arc<Shared>) {
             Ok(n) => {
                 backoff.reset();
                 if n > 0 {
+                    shared.stats.add_rescued(n);
                     tracing::info!(worker = %shared.worker_id, rescued = n, "returned expired leases");
                     shared.new_work.notify_one();
                 }
@@ -474,7 +487,10 @@ async fn listen_loop(shared: Arc<Shared>) {
         };
         if let Err(e) = res {
             let delay = backoff.next_delay();
-            let e = crate::QueueError::Database { op: "listen", source: e };
+            let e = crate::QueueError::Database {
+                op: "listen",
+                source: e,
+            };
             log_db_error(&shared, "listen", &e, backoff.failures());
             tokio::select! {
                 _ = stop.cancelled() => return,

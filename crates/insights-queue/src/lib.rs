@@ -28,8 +28,8 @@
 //! Give `WorkerBuilder::concurrency(n)` the same `n` as [`WorkerOptions::concurrency`]: the
 //! backend never leases more jobs than that.
 
-pub mod backoff;
 mod backend;
+pub mod backoff;
 mod board;
 mod config;
 mod control;
@@ -44,16 +44,16 @@ mod ops;
 mod outcome;
 mod queue;
 mod statements;
+mod stats;
 
 pub use backend::QueueBackend;
 pub use board::{BoardCodec, QueueBoard};
 pub use config::{QueueConfig, WorkerOptions};
 pub use control::FetchControl;
 pub use error::{Permanent, QueueError, Snooze};
-pub use job::{
-    JobDetail, JobError, JobState, JobSummary, NewJob, PushOutcome, StateCounts,
-};
+pub use job::{JobDetail, JobError, JobState, JobSummary, NewJob, PushOutcome, StateCounts};
 pub use layer::{QueueLayer, QueueService};
 pub use migrate::migrate;
 pub use outcome::JobLease;
 pub use queue::Queue;
+pub use stats::{WorkerStats, WorkerStatsSnapshot};

@@ -97,16 +97,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
         .execute(&mut *tx)
         .await
         .map_err(op_err(OP))?;
-        let applied: Vec<i32> =
-            sqlx::query("SELECT version FROM insights_queue.schema_migrations")
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(op_err(OP))?
-                .iter()
-                .map(|r| r.try_get::<i32, _>(0))
-                .collect::<Result<_, _>>()
-                .map_err(op_err(OP))?;
+        let applied: Vec<i32> = sqlx::query("SELECT version FROM insights_queue.schema_migrations")
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(op_err(OP))?
+            .iter()
+            .map(|r| r.try_get::<i32, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(op_err(OP))?;
         for m in MIGRATIONS {
             if applied.contains(&m.version) {
                 continue;
@@ -115,13 +114,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
                 .execute(&mut *tx)
                 .await
                 .map_err(op_err(OP))?;
-            sqlx::query("INSERT INTO insights_queue.schema_migrations (version, name) VALUES ($1, $2)")
-                .persistent(false)
-                .bind(m.version)
-                .bind(m.name)
-                .execute(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
+            sqlx::query(
+                "INSERT INTO insights_queue.schema_migrations (version, name) VALUES ($1, $2)",
+            )
+            .persistent(false)
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(op_err(OP))?;
         }
         tx.commit().await.map_err(op_err(OP))?;
         Ok(())

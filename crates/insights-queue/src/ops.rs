@@ -126,8 +126,8 @@ impl Queue {
         let Some(row) = row else { return Ok(None) };
         let detail = (|| -> Result<JobDetail, sqlx::Error> {
             let errors: serde_json::Value = row.try_get("errors")?;
-            let errors: Vec<JobError> = serde_json::from_value(errors)
-                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            let errors: Vec<JobError> =
+                serde_json::from_value(errors).map_err(|e| sqlx::Error::Decode(e.into()))?;
             Ok(JobDetail {
                 id: row.try_get("id")?,
                 queue: row.try_get("queue")?,

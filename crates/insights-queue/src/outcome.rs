@@ -76,14 +76,15 @@ pub(crate) fn completion_for<R>(
     result: &Result<R, BoxDynError>,
     config: &QueueConfig,
 ) -> Completion {
-    let base = |state: &'static str, delay: Duration, error: Option<String>, refund: bool| Completion {
-        id: lease.id,
-        token: lease.token,
-        state,
-        delay,
-        error,
-        refund,
-    };
+    let base =
+        |state: &'static str, delay: Duration, error: Option<String>, refund: bool| Completion {
+            id: lease.id,
+            token: lease.token,
+            state,
+            delay,
+            error,
+            refund,
+        };
     let err = match result {
         Ok(_) => return base("completed", Duration::ZERO, None, false),
         Err(e) => e,

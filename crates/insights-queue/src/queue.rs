@@ -98,7 +98,9 @@ impl Queue {
             for job in jobs.by_ref().take(defaults::PUSH_CHUNK) {
                 let m = job.max_attempts.unwrap_or(default_max);
                 if m < 1 {
-                    return Err(QueueError::Invalid(format!("max_attempts must be >= 1, got {m}")));
+                    return Err(QueueError::Invalid(format!(
+                        "max_attempts must be >= 1, got {m}"
+                    )));
                 }
                 payloads.push(
                     serde_json::to_string(&job.payload)

@@ -1,9 +1,19 @@
-//! Test support shared by every crate's tests: throwaway databases on the local Postgres (and,
-//! as the suites grow, pgbouncer instances, throwaway clusters and a TCP fault proxy).
+//! Test support shared by every crate's tests: throwaway databases on the local Postgres,
+//! throwaway pgbouncer instances and throwaway Postgres clusters (both run as the `postgres`
+//! OS user), and a `wait_until` helper.
 //!
 //! It is a dev-dependency only and must never be linked into the production binary. It only
-//! drops databases it created itself (names start with [`TEST_DB_PREFIX`]).
+//! drops databases it created itself (names start with [`TEST_DB_PREFIX`]), and only stops
+//! processes it started.
 
+mod cluster;
+mod pgbouncer;
+mod proc_util;
 mod test_db;
+mod wait;
 
-pub use test_db::{TEST_DB_PREFIX, TestDb, admin_url};
+pub use cluster::{Cluster, pg_bin_dir};
+pub use pgbouncer::{PGBOUNCER_BIN, Pgbouncer, PgbouncerOptions};
+pub use proc_util::{PG_OS_USER, free_port, wait_for_port};
+pub use test_db::{TEST_DB_PREFIX, TestDb, admin_url, replace_database};
+pub use wait::wait_until;

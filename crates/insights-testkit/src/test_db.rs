@@ -2,7 +2,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use rand::RngExt;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 /// Every database a test creates starts with this, so a leftover is easy to recognise.
 pub const TEST_DB_PREFIX: &str = "insights_test_";
@@ -31,7 +31,8 @@ impl TestDb {
         let mut conn = PgConnection::connect(&admin_url)
             .await
             .with_context(|| format!("connecting to the test server at {admin_url}"))?;
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut conn)
             .await
             .with_context(|| format!("creating test database {name}"))?;
         conn.close().await.ok();

@@ -49,6 +49,7 @@ fn init_tracing() {
     // Logs go to stderr so that `--json` output on stdout stays machine-readable.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

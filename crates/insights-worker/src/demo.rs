@@ -6,7 +6,6 @@
 //! earlier ones already have fresh insights.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use insights_core::Settings;
@@ -21,7 +20,7 @@ use crate::defaults::{
 use crate::error::WorkerError;
 use crate::metrics::Metrics;
 use crate::producer::{self, EnqueueRequest};
-use crate::runner::{self, BackendSampler, WorkerOptions, WorkerParts};
+use crate::runner::{self, WorkerOptions, WorkerParts};
 use crate::wiring::{self, store_err};
 
 #[derive(Debug, Clone)]
@@ -171,13 +170,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     )
     .await?;
 
-    // Connections this process holds open, sampled: no SQL needed, and in direct mode each is
-    // exactly one database backend.
-    let (sa, sq) = (app_pool.clone(), queue_pool.clone());
-    let sampler: BackendSampler = Arc::new(move || {
-        let n = u64::from(sa.size()) + u64::from(sq.size());
-        Box::pin(async move { Some(n) })
-    });
+    let sampler = runner::pool_size_sampler(app_pool.clone(), queue_pool.clone());
     let mut options = WorkerOptions::from_settings(&settings)?;
     options.exit_when_idle = true;
     options.http_bind = None;

@@ -97,6 +97,15 @@ pub type BackendSampler = Arc<
         + Sync,
 >;
 
+/// Samples the connections this process has open in its two pools: no SQL needed, and on a
+/// direct URL each one is a database backend (behind a pooler, a client connection).
+pub fn pool_size_sampler(app: sqlx::PgPool, queue: sqlx::PgPool) -> BackendSampler {
+    Arc::new(move || {
+        let n = u64::from(app.size()) + u64::from(queue.size());
+        Box::pin(async move { Some(n) })
+    })
+}
+
 /// Connects everything from the options and runs until a signal (or idleness).
 pub async fn run_worker(options: WorkerOptions) -> Result<WorkSummary, WorkerError> {
     let s = &options.settings;
@@ -106,13 +115,17 @@ pub async fn run_worker(options: WorkerOptions) -> Result<WorkSummary, WorkerErr
     let store = Store::new(app_pool, insights_store::StoreOptions::for_pool(&app_ps));
     let queue = Queue::new(queue_pool, wiring::queue_config(s));
     tracing::debug!(queue_target = %queue_ps.target(), "queue pool ready");
+    let backend_sampler = Some(pool_size_sampler(
+        store.pool().clone(),
+        queue.pool().clone(),
+    ));
     run_worker_with(WorkerParts {
         store,
         queue,
         llm,
         metrics: Metrics::new(),
         options,
-        backend_sampler: None,
+        backend_sampler,
     })
     .await
 }
@@ -169,16 +182,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
 
     let http_task = match options.http_bind {
         Some(bind) => {
-            let probe_queue = queue.clone();
-            let probe: http::ReadyProbe = Arc::new(move || {
-                let q = probe_queue.clone();
-                Box::pin(async move {
-                    q.counts(INSIGHTS_QUEUE)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })
-            });
+            let probe = queue_probe(&queue);
             let parts = HttpParts {
                 metrics: metrics.clone(),
                 breaker: Some(breaker.clone()),
@@ -280,6 +284,20 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// Readiness of the queue database: one cheap count query under the probe's timeout.
+fn queue_probe(queue: &Queue) -> http::ReadyProbe {
+    let queue = queue.clone();
+    Arc::new(move || {
+        let q = queue.clone();
+        Box::pin(async move {
+            q.counts(INSIGHTS_QUEUE)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// Resolves on ctrl-c or SIGTERM.
 pub async fn shutdown_signal() {
     tokio::select! {
@@ -291,16 +309,7 @@ pub async fn shutdown_signal() {
 /// `insights dashboard`: the HTTP surface (board, health, metrics) without a worker.
 pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
     let queue = wiring::queue(settings).await?;
-    let probe_queue = queue.clone();
-    let probe: http::ReadyProbe = Arc::new(move || {
-        let q = probe_queue.clone();
-        Box::pin(async move {
-            q.counts(INSIGHTS_QUEUE)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let probe = queue_probe(&queue);
     let parts = HttpParts {
         metrics: Metrics::new(),
         breaker: None,

@@ -1,0 +1,138 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use insights_core::DatabaseUrl;
+use insights_store::{
+    DomainStatements, ErrorClass, PoolSettings, RetryPolicy, Store, StoreError, StoreOptions,
+    connect,
+};
+
+use crate::support::env;
+
+#[tokio::test]
+async fn unreachable_database_is_one_transient_line() {
+    let port = insights_testkit::free_port().unwrap();
+    let mut settings = PoolSettings::new(DatabaseUrl::new(format!(
+        "postgres://app:hunter2@127.0.0.1:{port}/nope"
+    )));
+    settings.acquire_timeout = Duration::from_secs(2);
+    let err = connect(&settings).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("cannot reach database at 127.0.0.1:{port}: ")),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert!(!msg.contains("hunter2"));
+    assert!(!format!("{settings:?}").contains("hunter2"));
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(err.is_connection());
+
+    let bad = PoolSettings::new(DatabaseUrl::new("postgres://127.0.0.1:1/x?sslmode=bogus"));
+    assert!(matches!(connect(&bad).await, Err(StoreError::Config(_))));
+}
+
+#[tokio::test]
+async fn a_slow_call_times_out_is_retried_and_releases_its_connection() {
+    let e = env("store_timeout").await;
+    // A custom candidate statement (same parameters) that is too slow for the timeout.
+    let statements = DomainStatements {
+        candidates: Arc::from(
+            "SELECT g::bigint AS id FROM pg_sleep(2), generate_series(1, 3) g WHERE g > $1 LIMIT $2",
+        ),
+        ..DomainStatements::default()
+    };
+    let store = Store::new(
+        e.pool.clone(),
+        StoreOptions {
+            call_timeout: Duration::from_millis(200),
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+                max_retries: 2,
+            },
+            statements,
+            ..StoreOptions::default()
+        },
+    );
+    let started = Instant::now();
+    let err = store.candidate_ids(None, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+    assert!(err.is_transient() && err.is_connection());
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "three attempts of 200 ms each"
+    );
+    assert_eq!(store.stats().checked_out_now, 0);
+    assert_eq!(store.stats().transactions, 3);
+    // The default statements on the same pool still work afterwards.
+    assert!(e.store.candidate_ids(None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn own_tables_via_custom_statements() {
+    let e = env("store_prisma").await;
+    sqlx::raw_sql(
+        r#"CREATE TABLE "Lead" ("id" bigint PRIMARY KEY, "fullName" text, "email" text,
+                                "bookedAt" timestamptz, "lastMessageAt" timestamptz);
+           CREATE TYPE "Dir" AS ENUM ('inbound', 'outbound');
+           CREATE TABLE "Message" ("id" bigint PRIMARY KEY, "leadId" bigint REFERENCES "Lead",
+                                   "direction" "Dir", "text" text, "createdAt" timestamptz);
+           INSERT INTO "Lead" VALUES (1, 'Ada', 'a@x', now(), now()), (2, 'Bo', 'b@x', NULL, now());
+           INSERT INTO "Message" VALUES (1, 1, 'inbound', 'hello', now() - interval '1 hour'),
+                                        (2, 1, 'outbound', 'hi Ada', now());
+           INSERT INTO leads (id, name, email) VALUES (1, 'Ada', 'a@x');"#,
+    )
+    .execute(&e.pool)
+    .await
+    .unwrap();
+    let statements = DomainStatements {
+        candidates: Arc::from(
+            r#"SELECT l."id" AS id FROM "Lead" l
+                WHERE l."bookedAt" IS NOT NULL AND l."lastMessageAt" IS NOT NULL AND l."id" > $1
+                  AND NOT EXISTS (SELECT 1 FROM lead_conversation_insights i
+                                   WHERE i.lead_id = l."id"
+                                     AND i.source_last_message_at >= l."lastMessageAt")
+                ORDER BY l."id" LIMIT $2"#,
+        ),
+        load: Arc::from(
+            r#"SELECT l."id" AS id, l."fullName" AS name, l."email" AS email,
+                      l."bookedAt" AS booked_at, l."lastMessageAt" AS last_message_at,
+                      (SELECT count(*) FROM "Message" c WHERE c."leadId" = l."id") AS total_message_count,
+                      (SELECT i.source_last_message_at FROM lead_conversation_insights i
+                        WHERE i.lead_id = l."id") AS stored_source_last_message_at,
+                      coalesce(w.ids, '{}') AS message_ids,
+                      coalesce(w.dirs, '{}') AS message_directions,
+                      coalesce(w.bodies, '{}') AS message_bodies,
+                      coalesce(w.sent, '{}') AS message_sent_at
+                 FROM "Lead" l
+                 LEFT JOIN LATERAL (
+                      SELECT array_agg(r."id" ORDER BY r."createdAt", r."id") AS ids,
+                             array_agg(r."direction"::text ORDER BY r."createdAt", r."id") AS dirs,
+                             array_agg(r."text" ORDER BY r."createdAt", r."id") AS bodies,
+                             array_agg(r."createdAt" ORDER BY r."createdAt", r."id") AS sent
+                        FROM (SELECT * FROM "Message" m WHERE m."leadId" = l."id"
+                               ORDER BY m."createdAt" DESC, m."id" DESC LIMIT $2) r) w ON true
+                WHERE l."id" = $1"#,
+        ),
+        ..DomainStatements::default()
+    };
+    let store = Store::new(
+        e.pool.clone(),
+        StoreOptions {
+            statements,
+            ..StoreOptions::default()
+        },
+    );
+    assert_eq!(store.candidate_ids(None, 10).await.unwrap(), vec![1]);
+    let loaded = store.load_conversation(1, 10).await.unwrap().unwrap();
+    assert_eq!(loaded.conversation.lead.name, "Ada");
+    let bodies: Vec<_> = loaded
+        .conversation
+        .messages
+        .iter()
+        .map(|m| m.body.as_str())
+        .collect();
+    assert_eq!(bodies, vec!["hello", "hi Ada"]);
+    assert_eq!(loaded.conversation.total_message_count, 2);
+}

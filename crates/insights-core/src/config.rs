@@ -134,6 +134,19 @@ pub const VARIABLES: &[VarDoc] = &[
     },
 ];
 
+/// [`VARIABLES`] as a Markdown table (variable, default, meaning), for the README.
+pub fn variables_markdown() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for v in VARIABLES {
+        let default = match v.default {
+            "" => "unset".to_owned(),
+            d => format!("`{d}`"),
+        };
+        out.push_str(&format!("| `{}` | {} | {} |\n", v.name, default, v.meaning));
+    }
+    out
+}
+
 /// Whether a URL points at Postgres directly or at a transaction-mode pooler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PoolerMode {
@@ -533,6 +546,27 @@ mod tests {
                 "{name} is read but not in VARIABLES"
             );
         }
+    }
+
+    #[test]
+    fn readme_documents_every_variable_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        for v in VARIABLES {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
+                .unwrap_or_else(|| panic!("README has no table row for {}", v.name));
+            if !v.default.is_empty() {
+                assert!(
+                    row.contains(&format!("`{}`", v.default)),
+                    "README row for {} does not show the default `{}`: {row}",
+                    v.name,
+                    v.default
+                );
+            }
+        }
+        assert!(variables_markdown().lines().count() == VARIABLES.len() + 2);
     }
 
     #[test]

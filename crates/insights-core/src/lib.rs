@@ -15,7 +15,7 @@ pub mod job;
 pub mod prompt;
 pub mod secret;
 
-pub use config::{ConfigError, PoolerMode, Settings, VARIABLES, VarDoc};
+pub use config::{ConfigError, PoolerMode, Settings, VARIABLES, VarDoc, variables_markdown};
 pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
 pub use insight::{
     InsightContent, InsightRecord, InsightValidationError, Sentiment, insight_json_schema,

@@ -198,3 +198,9 @@ pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// Closes the pool, bounded by `within`: with a blackholed connection `PgPool::close` waits
+/// forever (research/pgbouncer-sqlx.md). Returns false when it gave up waiting.
+pub async fn close(pool: &PgPool, within: Duration) -> bool {
+    tokio::time::timeout(within, pool.close()).await.is_ok()
+}

@@ -31,7 +31,7 @@ use crate::config::LlmConfig;
 use crate::defaults;
 use crate::error::{LlmError, LlmErrorKind};
 use crate::retry_after::{parse_retry_after, with_jitter};
-use crate::wire::{ChatMessage, ChatRequest, ChatResponse, ErrorEnvelope, Usage};
+use crate::wire::{ChatMessageRef, ChatRequestRef, ChatResponse, ErrorEnvelope, Usage};
 
 /// A validated insight and what it cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +59,15 @@ pub struct LlmClient {
 struct Inner {
     http: reqwest::Client,
     cfg: LlmConfig,
-    endpoint: String,
+    /// Parsed once: reqwest would otherwise parse the string on every request.
+    endpoint: reqwest::Url,
     response_format: serde_json::Value,
 }
 
 impl std::fmt::Debug for LlmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmClient")
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.endpoint.as_str())
             .field("cfg", &self.inner.cfg)
             .finish()
     }
@@ -115,17 +116,17 @@ impl LlmClient {
                 status: None,
                 reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
             })?;
-        let endpoint = cfg.endpoint();
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(LlmError::Permanent {
+        let endpoint = reqwest::Url::parse(&cfg.endpoint())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| LlmError::Permanent {
                 kind: LlmErrorKind::Config,
                 status: None,
                 reason: format!(
-                    "LLM base URL must start with http:// or https://, got {:?}",
+                    "LLM base URL must be an http:// or https:// URL, got {:?}",
                     cfg.base_url
                 ),
-            });
-        }
+            })?;
         let response_format = json!({
             "type": "json_schema",
             "json_schema": {
@@ -165,10 +166,11 @@ impl LlmClient {
         let mut malformed_left = cfg.malformed_retries;
         let mut attempts: u32 = 0;
         let mut billed = Usage::default();
+        let user = format!("lead-{lead_id}");
 
         loop {
             attempts += 1;
-            let request = self.request(conv, &prompt);
+            let request = self.request(&prompt, &user);
             let started = Instant::now();
             let outcome = self.attempt(&request).await;
             match outcome {
@@ -304,34 +306,31 @@ impl LlmClient {
         }
     }
 
-    fn request(&self, conv: &Conversation, prompt: &Prompt) -> ChatRequest {
-        ChatRequest {
-            model: self.inner.cfg.model.clone(),
-            messages: vec![
-                ChatMessage {
-                    role: "system".to_owned(),
-                    content: Some(prompt.system.clone()),
-                    refusal: None,
+    fn request<'a>(&'a self, prompt: &'a Prompt, user: &'a str) -> ChatRequestRef<'a> {
+        ChatRequestRef {
+            model: &self.inner.cfg.model,
+            messages: [
+                ChatMessageRef {
+                    role: "system",
+                    content: &prompt.system,
                 },
-                ChatMessage {
-                    role: "user".to_owned(),
-                    content: Some(prompt.user.clone()),
-                    refusal: None,
+                ChatMessageRef {
+                    role: "user",
+                    content: &prompt.user,
                 },
             ],
-            response_format: Some(self.inner.response_format.clone()),
-            max_tokens: Some(self.inner.cfg.max_tokens),
-            temperature: None,
-            user: Some(format!("lead-{}", conv.lead.id)),
+            response_format: &self.inner.response_format,
+            max_tokens: self.inner.cfg.max_tokens,
+            user,
         }
     }
 
-    async fn attempt(&self, request: &ChatRequest) -> Attempt {
+    async fn attempt(&self, request: &ChatRequestRef<'_>) -> Attempt {
         let cfg = &self.inner.cfg;
         let mut builder = self
             .inner
             .http
-            .post(&self.inner.endpoint)
+            .post(self.inner.endpoint.clone())
             .timeout(cfg.request_timeout)
             .json(request);
         if let Some(key) = &cfg.api_key {

@@ -20,6 +20,23 @@ pub struct ChatRequest {
     pub user: Option<String>,
 }
 
+/// The client's view of [`ChatRequest`]: borrows the prompt and the pre-built schema, so a request
+/// costs no copies of either (they are the bulk of the body).
+#[derive(Debug, Serialize)]
+pub struct ChatRequestRef<'a> {
+    pub model: &'a str,
+    pub messages: [ChatMessageRef<'a>; 2],
+    pub response_format: &'a serde_json::Value,
+    pub max_tokens: u32,
+    pub user: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatMessageRef<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
@@ -34,6 +51,12 @@ pub struct ChatMessage {
 pub struct ChatResponse {
     #[serde(default)]
     pub id: Option<String>,
+    /// `chat.completion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]

@@ -20,10 +20,21 @@ use tokio::task::JoinHandle;
 use super::config::{MockLlmConfig, PlannedFault};
 use super::insight::{derive_insight, read_prompt};
 use super::stats::{MockStats, Outcome, Recorder};
-use crate::wire::{ChatMessage, ChatRequest, ChatResponse, Choice, Usage};
+use crate::wire::{ChatMessage, ChatResponse, Choice, Usage};
 
 /// How long `shutdown` waits for open connections before aborting the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the mock reads of a request. `response_format` and other fields are skipped without
+/// building a value tree: the schema would otherwise be parsed into a map on every request.
+#[derive(Deserialize)]
+struct MockRequest {
+    #[serde(default)]
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    user: Option<String>,
+}
 
 struct Shared {
     cfg: MockLlmConfig,
@@ -167,7 +178,7 @@ async fn outage(State(shared): State<Arc<Shared>>, Query(q): Query<OutageQuery>)
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let request: ChatRequest = match serde_json::from_slice(&body) {
+    let request: MockRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             shared.stats.bad_request();
@@ -282,7 +293,7 @@ fn lead_key(user: Option<&str>) -> String {
         .to_owned()
 }
 
-fn completion(shared: &Shared, request: &ChatRequest, content: String) -> Response {
+fn completion(shared: &Shared, request: &MockRequest, content: String) -> Response {
     let id = next_id(shared);
     let prompt_chars: usize = request
         .messages
@@ -294,6 +305,8 @@ fn completion(shared: &Shared, request: &ChatRequest, content: String) -> Respon
     let completion_tokens = tokens(content.chars().count());
     let body = ChatResponse {
         id: Some(id.clone()),
+        object: Some("chat.completion".to_owned()),
+        created: Some(unix_now()),
         model: Some(request.model.clone()),
         choices: vec![Choice {
             index: 0,
@@ -311,15 +324,7 @@ fn completion(shared: &Shared, request: &ChatRequest, content: String) -> Respon
         }),
         error: None,
     };
-    let mut value = match serde_json::to_value(&body) {
-        Ok(v) => v,
-        Err(_) => json!({}),
-    };
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("object".to_owned(), json!("chat.completion"));
-        obj.insert("created".to_owned(), json!(unix_now()));
-    }
-    with_request_id((StatusCode::OK, axum::Json(value)).into_response(), &id)
+    with_request_id((StatusCode::OK, axum::Json(body)).into_response(), &id)
 }
 
 fn error_response(

@@ -320,3 +320,34 @@ async fn serves_256_concurrent_requests_with_latency() {
     );
     mock.shutdown().await.unwrap();
 }
+
+/// Throughput of client + mock at zero latency, for sizing the pipeline benchmark:
+/// `cargo test -p insights-llm --release --test it -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn throughput_at_zero_latency() {
+    let mock = start(MockLlmConfig::default()).await;
+    let client = client_for(&mock);
+    let conv = std::sync::Arc::new(conversation(1, 20, 120));
+    let total = 20_000usize;
+    let concurrency = 64usize;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let client = client.clone();
+        let conv = conv.clone();
+        let next = next.clone();
+        async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                client.generate_insight(&conv).await.unwrap();
+            }
+        }
+    });
+    join_all(workers).await;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{total} insights over {concurrency} tasks in {elapsed:?}: {:.0}/s",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(mock.stats().ok, total as u64);
+}

@@ -128,7 +128,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Queue counts by state and insight coverage.
+    /// Job counts by state of the insights queue.
     Status {
         #[arg(long)]
         json: bool,

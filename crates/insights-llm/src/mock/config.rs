@@ -76,7 +76,8 @@ impl MockLlmConfig {
         }
     }
 
-    /// The fault for `lead`'s `n`-th request (0-based), rate-limit bursts and outages aside.
+    /// The fault for `lead`'s `n`-th request (0-based; `n` counts every request of the lead,
+    /// including ones rejected by a rate-limit burst or an outage, which take precedence).
     /// `lead` is the key stats use: the id from `user: "lead-<id>"`, or `"unknown"`.
     pub fn planned_fault(&self, lead: &str, n: u64) -> Option<PlannedFault> {
         if unit(self.seed, lead, n, Salt::Fail) < self.fail_rate {

@@ -313,6 +313,7 @@ async fn read_opt(stream: Option<&mut TcpStream>, buf: &mut [u8]) -> std::io::Re
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 /// Coarse classification of an [`LlmError`], for metrics and for the worker's decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LlmErrorKind {
-    /// 429 rate limit whose wait exceeded the inline budget.
+    /// The server asked for a wait (429, or a 5xx with `retry-after`) beyond the inline budget,
+    /// or rate limits persisted through the inline retries: reschedule after the hint.
     RateLimited,
     /// 429 `insufficient_quota` or a billing error: nothing succeeds until a person acts, so the
     /// worker should pause rather than burn every job.

@@ -1,0 +1,10 @@
+//! Issue 3's acceptance, end to end: real Postgres, the real `insights` binary (or the worker in
+//! process where a test needs the store's statistics), the mock LLM or a scripted wiremock LLM.
+//! One test binary; run with `cargo test -p insights-e2e --test pipeline` after building the
+//! binary (`cargo build -p insights-cli --bin insights`, which `scripts/test` does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[test]
+fn the_binary_is_built() {
+    insights_e2e::insights_bin().unwrap();
+}

@@ -69,6 +69,10 @@ pub struct DemoSummary {
     pub pool_max: u32,
     /// Mean time one job kept an app-database connection checked out.
     pub mean_hold_ms: f64,
+    /// Mean wall time of the handler's stages (waits included).
+    pub mean_load_ms: f64,
+    pub mean_llm_ms: f64,
+    pub mean_write_ms: f64,
 }
 
 impl fmt::Display for DemoSummary {
@@ -103,7 +107,12 @@ impl fmt::Display for DemoSummary {
             "  peak DB connections {} (pool max {} per pool, 2 pools)",
             self.peak_backends, self.pool_max
         )?;
-        writeln!(f, "  mean conn. hold/job {:.2} ms", self.mean_hold_ms)
+        writeln!(f, "  mean conn. hold/job {:.2} ms", self.mean_hold_ms)?;
+        writeln!(
+            f,
+            "  mean stage times    load {:.1} ms, LLM {:.1} ms, write {:.1} ms",
+            self.mean_load_ms, self.mean_llm_ms, self.mean_write_ms
+        )
     }
 }
 
@@ -214,6 +223,9 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
         peak_backends: m.peak_backends,
         pool_max: settings.db_pool_max,
         mean_hold_ms: summary.mean_hold_ms,
+        mean_load_ms: m.mean_load_ms,
+        mean_llm_ms: m.mean_llm_ms,
+        mean_write_ms: m.mean_write_ms,
     })
 }
 

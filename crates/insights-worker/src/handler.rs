@@ -28,7 +28,7 @@ use crate::defaults::{
     CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET, WRITE_RETRY_MAX,
     WRITE_RETRY_MIN,
 };
-use crate::metrics::{Metrics, SkipReason};
+use crate::metrics::{Metrics, SkipReason, Stage};
 
 /// How a job ended successfully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -172,7 +172,10 @@ impl Pipeline {
         let lead_id = job.lead_id;
 
         // 1. Load: one statement, connection back in the pool before anything else happens.
-        let loaded = match p.store.load_conversation(lead_id, p.max_messages).await {
+        let t = Instant::now();
+        let loaded = p.store.load_conversation(lead_id, p.max_messages).await;
+        p.metrics.stage(Stage::Load, t.elapsed());
+        let loaded = match loaded {
             Ok(l) => {
                 p.breaker.record_success();
                 l
@@ -192,7 +195,10 @@ impl Pipeline {
         };
 
         // 3. The LLM, with no database connection held.
-        let insight = match p.llm.generate_insight(&conv).await {
+        let t = Instant::now();
+        let insight = p.llm.generate_insight(&conv).await;
+        p.metrics.stage(Stage::Llm, t.elapsed());
+        let insight = match insight {
             Ok(i) => i,
             Err(e) => {
                 let (verdict, pause) = llm_verdict(&e);
@@ -224,7 +230,10 @@ impl Pipeline {
             completion_tokens: insight.completion_tokens,
             llm_request_id: insight.request_id,
         };
-        match self.write_with_retry(record).await {
+        let t = Instant::now();
+        let written = self.write_with_retry(record).await;
+        p.metrics.stage(Stage::Write, t.elapsed());
+        match written {
             Ok(UpsertOutcome::Written) => {
                 p.metrics.written();
                 Ok(JobOutcome::Written)

@@ -75,6 +75,20 @@ struct Counters {
     completion_tokens: AtomicU64,
     peak_backends: AtomicU64,
     last_backends: AtomicU64,
+    /// Time spent per stage (sum, microseconds) and how many times each ran.
+    stage_micros: [AtomicU64; 3],
+    stage_count: [AtomicU64; 3],
+}
+
+/// A stage of the handler, for the per-stage mean times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Loading the conversation (connection wait included).
+    Load,
+    /// The LLM call (its inline retries included).
+    Llm,
+    /// Writing the insight (batching and retries included).
+    Write,
 }
 
 #[derive(Debug)]
@@ -120,6 +134,10 @@ pub struct Snapshot {
     pub latency_p95_ms: f64,
     pub latency_samples: u64,
     pub peak_backends: u64,
+    /// Mean wall time of each handler stage, ms.
+    pub mean_load_ms: f64,
+    pub mean_llm_ms: f64,
+    pub mean_write_ms: f64,
 }
 
 impl Metrics {
@@ -177,6 +195,16 @@ impl Metrics {
         Self::add(&self.c.prompt_tokens, prompt_tokens);
         Self::add(&self.c.completion_tokens, completion_tokens);
     }
+    /// Time one handler stage took.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        let i = stage as usize;
+        Self::add(
+            &self.c.stage_micros[i],
+            took.as_micros().min(u128::from(u64::MAX)) as u64,
+        );
+        Self::add(&self.c.stage_count[i], 1);
+    }
+
     /// A sample of the number of database backends (taken by the caller).
     pub fn observe_backends(&self, n: u64) {
         self.c.last_backends.store(n, Ordering::Relaxed);
@@ -213,7 +241,19 @@ impl Metrics {
             latency_p95_ms: p95 as f64 / 1000.0,
             latency_samples: samples,
             peak_backends: get(&self.c.peak_backends),
+            mean_load_ms: self.stage_mean_ms(Stage::Load),
+            mean_llm_ms: self.stage_mean_ms(Stage::Llm),
+            mean_write_ms: self.stage_mean_ms(Stage::Write),
         }
+    }
+
+    fn stage_mean_ms(&self, stage: Stage) -> f64 {
+        let i = stage as usize;
+        let n = self.c.stage_count[i].load(Ordering::Relaxed);
+        if n == 0 {
+            return 0.0;
+        }
+        self.c.stage_micros[i].load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -365,7 +405,11 @@ mod tests {
         m.observe_backends(3);
         m.observe_backends(7);
         m.observe_backends(2);
+        m.stage(Stage::Llm, Duration::from_millis(10));
+        m.stage(Stage::Llm, Duration::from_millis(20));
         let s = m.snapshot();
+        assert_eq!(s.mean_llm_ms, 15.0);
+        assert_eq!(s.mean_load_ms, 0.0);
         assert_eq!(s.processed, 20);
         assert_eq!(s.skipped, 2);
         assert_eq!(s.skipped_fresh, 1);

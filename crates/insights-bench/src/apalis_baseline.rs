@@ -10,7 +10,10 @@ use apalis_postgres::{Config, PostgresStorage};
 
 use crate::bench_db::{BenchDb, admin_url};
 use crate::defaults::{APALIS_POLL_INTERVAL, QUEUE_POOL_MAX};
-use crate::measure::{BackendSampler, Progress, drain_deadline, rate, timed, wait_drained};
+use crate::measure::{
+    BackendSampler, DoneCounter, Progress, drain_deadline, quiesced_transactions, rate, timed,
+    wait_drained,
+};
 use crate::scenario::{DrainOutcome, DrainSpec, HandlerSpec, handler};
 
 const QUEUE: &str = "insights_bench";
@@ -49,19 +52,29 @@ pub async fn enqueue(jobs: usize) -> anyhow::Result<f64> {
 
 /// Drains `spec.jobs` jobs with apalis-postgres at `batch`.
 pub async fn drain(label: &str, spec: DrainSpec, batch: usize) -> anyhow::Result<DrainOutcome> {
-    let (db, pool) = setup(label).await?;
-    let mut sink = storage(&pool, batch);
+    let (db, setup_pool) = setup(label).await?;
+    let mut sink = storage(&setup_pool, batch);
     timed(sink.push_bulk((0..spec.jobs as u64).collect()))
         .await
         .context("apalis push_bulk (setup)")?;
-    timed(sqlx::query("analyze apalis.jobs").execute(&pool)).await?;
+    timed(sqlx::query("analyze apalis.jobs").execute(&setup_pool)).await?;
+    drop(sink);
+    // The worker gets a pool of its own, so its backends and transactions are its alone.
+    setup_pool.close().await;
+    let tx_before = quiesced_transactions(&admin_url(), &db.name).await?;
+    let pool = db.pool(QUEUE_POOL_MAX).await?;
 
     let progress = Progress::new(spec.jobs);
     let handler_spec = HandlerSpec {
         work: spec.work,
         progress: progress.clone(),
     };
-    let sampler = BackendSampler::start(&admin_url(), &db.name).await?;
+    let counter = DoneCounter::connect(
+        &db.url,
+        "select count(*) from apalis.jobs where status = 'Done'",
+    )
+    .await?;
+    let sampler = BackendSampler::start(&admin_url(), &db.name, &[counter.pid]).await?;
     let backend = storage(&pool, batch).poll_with_interval(APALIS_POLL_INTERVAL);
     let worker = WorkerBuilder::new(format!("bench-{label}"))
         .backend(backend)
@@ -71,24 +84,21 @@ pub async fn drain(label: &str, spec: DrainSpec, batch: usize) -> anyhow::Result
     let run = tokio::spawn(async move { worker.run().await });
 
     let deadline = drain_deadline(spec.jobs, spec.work, spec.concurrency);
-    let waited = wait_drained(&progress, spec.jobs, deadline, || {
-        count(
-            &pool,
-            "select count(*) from apalis.jobs where status = 'Done'",
-        )
-    })
-    .await;
+    let waited = wait_drained(&progress, spec.jobs, deadline, || counter.count()).await;
     run.abort();
     let _ = run.await;
     let peak_backends = sampler.finish().await?;
+    counter.close().await;
     let done_at = waited?;
     let first = progress.first().context("no handler ran")?;
+    pool.close().await;
+    let tx_after = quiesced_transactions(&admin_url(), &db.name).await?;
     let outcome = DrainOutcome {
         jobs_per_s: rate(spec.jobs, first, done_at),
         peak_backends,
         decay_ratio: progress.decay_ratio(crate::defaults::DECAY_WINDOW_FRACTION),
+        transactions_per_job: Some((tx_after - tx_before) as f64 / spec.jobs as f64),
     };
-    pool.close().await;
     drop(db);
     Ok(outcome)
 }

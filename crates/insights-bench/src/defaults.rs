@@ -77,3 +77,5 @@ pub const DRAIN_DEADLINE_SLACK: Duration = Duration::from_secs(60);
 /// Slowest rate a drain is allowed before its deadline trips (jobs/s): apalis at batch 10 on a
 /// loaded machine did 600 jobs/s.
 pub const DRAIN_DEADLINE_MIN_RATE: f64 = 150.0;
+/// How long the bench waits for a closed pool's backends to exit before reading statistics.
+pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::defaults::{
     BACKEND_SAMPLE_INTERVAL, DONE_POLL_INTERVAL, DRAIN_DEADLINE_MIN_RATE, DRAIN_DEADLINE_SLACK,
-    PROGRESS_POLL_INTERVAL, STATEMENT_TIMEOUT,
+    PROGRESS_POLL_INTERVAL, QUIESCE_TIMEOUT, STATEMENT_TIMEOUT,
 };
 
 /// Runs a fallible future under [`STATEMENT_TIMEOUT`].
@@ -131,6 +131,39 @@ where
     }
 }
 
+/// The bench's own connection to a bench database for counting done jobs, kept apart from the
+/// pool under test (so it never takes one of its connections) and excluded by pid from the
+/// backend sampler.
+pub struct DoneCounter {
+    conn: tokio::sync::Mutex<PgConnection>,
+    pub pid: i32,
+    sql: &'static str,
+}
+
+impl DoneCounter {
+    pub async fn connect(url: &str, sql: &'static str) -> anyhow::Result<Self> {
+        let mut conn = timed(PgConnection::connect(url))
+            .await
+            .context("connecting the done counter")?;
+        let pid: i32 =
+            timed(sqlx::query_scalar("select pg_backend_pid()").fetch_one(&mut conn)).await?;
+        Ok(Self {
+            conn: tokio::sync::Mutex::new(conn),
+            pid,
+            sql,
+        })
+    }
+
+    pub async fn count(&self) -> anyhow::Result<i64> {
+        let mut conn = self.conn.lock().await;
+        timed(sqlx::query_scalar(self.sql).fetch_one(&mut *conn)).await
+    }
+
+    pub async fn close(self) {
+        self.conn.into_inner().close().await.ok();
+    }
+}
+
 /// Counts the client backends connected to one database every [`BACKEND_SAMPLE_INTERVAL`], from
 /// its own connection to *another* database, so it never counts itself. Autovacuum workers and
 /// other background processes are not counted: only what clients hold.
@@ -142,7 +175,12 @@ pub struct BackendSampler {
 }
 
 impl BackendSampler {
-    pub async fn start(admin_url: &str, database: &str) -> anyhow::Result<Self> {
+    /// `exclude_pids`: the bench's own connections to `database` (its done counter).
+    pub async fn start(
+        admin_url: &str,
+        database: &str,
+        exclude_pids: &[i32],
+    ) -> anyhow::Result<Self> {
         let mut conn = timed(PgConnection::connect(admin_url))
             .await
             .context("connecting the backend sampler")?;
@@ -150,6 +188,7 @@ impl BackendSampler {
         let peak = Arc::new(AtomicI64::new(0));
         let samples = Arc::new(AtomicU64::new(0));
         let database = database.to_owned();
+        let exclude = exclude_pids.to_vec();
         let task = tokio::spawn({
             let (stop, peak, samples) = (stop.clone(), peak.clone(), samples.clone());
             async move {
@@ -160,9 +199,11 @@ impl BackendSampler {
                     let n: i64 = timed(
                         sqlx::query_scalar(
                             "select count(*) from pg_stat_activity \
-                             where datname = $1 and backend_type = 'client backend'",
+                             where datname = $1 and backend_type = 'client backend' \
+                             and pid <> all($2)",
                         )
                         .bind(&database)
+                        .bind(&exclude)
                         .fetch_one(&mut conn),
                     )
                     .await?;
@@ -194,6 +235,46 @@ impl BackendSampler {
         }
         Ok(self.peak.load(Ordering::Relaxed))
     }
+}
+
+/// Transactions (commits + rollbacks) the server has counted for `database`, read once no client
+/// is connected to it, so every backend has flushed its statistics (a backend flushes at exit).
+/// Used as a diagnostic: transactions per job during a drain.
+pub async fn quiesced_transactions(admin_url: &str, database: &str) -> anyhow::Result<i64> {
+    let mut conn = timed(PgConnection::connect(admin_url))
+        .await
+        .context("connecting to read transaction counts")?;
+    let deadline = Instant::now() + QUIESCE_TIMEOUT;
+    loop {
+        let n: i64 = timed(
+            sqlx::query_scalar(
+                "select count(*) from pg_stat_activity \
+                 where datname = $1 and backend_type = 'client backend'",
+            )
+            .bind(database)
+            .fetch_one(&mut conn),
+        )
+        .await?;
+        if n == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{n} clients still connected to {database} after {QUIESCE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stats of a backend that just exited are flushed by its exit; ask for a fresh snapshot.
+    timed(sqlx::query("select pg_stat_clear_snapshot()").execute(&mut conn)).await?;
+    let n: i64 = timed(
+        sqlx::query_scalar(
+            "select xact_commit + xact_rollback from pg_stat_database where datname = $1",
+        )
+        .bind(database)
+        .fetch_one(&mut conn),
+    )
+    .await?;
+    conn.close().await.ok();
+    Ok(n)
 }
 
 /// Peak resident set size (`VmHWM`) of a process, in MiB: `"self"` or a pid.

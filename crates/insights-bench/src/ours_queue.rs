@@ -9,23 +9,30 @@ use tokio::sync::oneshot;
 
 use crate::bench_db::{BenchDb, admin_url};
 use crate::defaults::{DECAY_WINDOW_FRACTION, OURS_POLL_INTERVAL, QUEUE_POOL_MAX};
-use crate::measure::{BackendSampler, Progress, drain_deadline, rate, timed, wait_drained};
+use crate::measure::{
+    BackendSampler, DoneCounter, Progress, drain_deadline, quiesced_transactions, rate, timed,
+    wait_drained,
+};
 use crate::scenario::{DrainOutcome, DrainSpec, HandlerSpec, handler};
 
 const QUEUE: &str = "insights_bench";
 /// How long a graceful worker stop may take before the bench aborts the worker task.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn setup(label: &str) -> anyhow::Result<(BenchDb, Queue)> {
-    let db = BenchDb::create(label).await?;
+async fn connect(db: &BenchDb) -> anyhow::Result<Queue> {
     let pool = db.pool(QUEUE_POOL_MAX).await?;
-    let queue = Queue::new(
+    Ok(Queue::new(
         pool,
         QueueConfig {
             poll_interval: OURS_POLL_INTERVAL,
             ..QueueConfig::default()
         },
-    );
+    ))
+}
+
+async fn setup(label: &str) -> anyhow::Result<(BenchDb, Queue)> {
+    let db = BenchDb::create(label).await?;
+    let queue = connect(&db).await?;
     timed(queue.migrate())
         .await
         .context("insights-queue migrate")?;
@@ -59,18 +66,27 @@ pub async fn enqueue(n: usize) -> anyhow::Result<f64> {
 
 /// Drains `spec.jobs` jobs with our backend at `spec.concurrency`.
 pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome> {
-    let (db, queue) = setup(label).await?;
-    timed(queue.push_bulk(QUEUE, jobs(spec.jobs)))
+    let (db, setup_queue) = setup(label).await?;
+    timed(setup_queue.push_bulk(QUEUE, jobs(spec.jobs)))
         .await
         .context("push_bulk (setup)")?;
-    timed(sqlx::query("analyze insights_queue.jobs").execute(queue.pool())).await?;
+    timed(sqlx::query("analyze insights_queue.jobs").execute(setup_queue.pool())).await?;
+    // The worker gets a pool of its own, so its backends and transactions are its alone.
+    setup_queue.pool().close().await;
+    let tx_before = quiesced_transactions(&admin_url(), &db.name).await?;
+    let queue = connect(&db).await?;
 
     let progress = Progress::new(spec.jobs);
     let handler_spec = HandlerSpec {
         work: spec.work,
         progress: progress.clone(),
     };
-    let sampler = BackendSampler::start(&admin_url(), &db.name).await?;
+    let counter = DoneCounter::connect(
+        &db.url,
+        "select count(*) from insights_queue.jobs where state = 'completed'",
+    )
+    .await?;
+    let sampler = BackendSampler::start(&admin_url(), &db.name, &[counter.pid]).await?;
     let backend =
         queue.worker_backend::<u64>(QUEUE, WorkerOptions::with_concurrency(spec.concurrency));
     let worker = WorkerBuilder::new(format!("bench-{label}"))
@@ -85,26 +101,23 @@ pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome>
     }));
 
     let deadline = drain_deadline(spec.jobs, spec.work, spec.concurrency);
-    let waited = wait_drained(&progress, spec.jobs, deadline, || {
-        count(
-            &queue,
-            "select count(*) from insights_queue.jobs where state = 'completed'",
-        )
-    })
-    .await;
+    let waited = wait_drained(&progress, spec.jobs, deadline, || counter.count()).await;
     let _ = stop.send(());
     if tokio::time::timeout(STOP_TIMEOUT, &mut run).await.is_err() {
         run.abort();
     }
     let peak_backends = sampler.finish().await?;
+    counter.close().await;
     let done_at = waited?;
     let first = progress.first().context("no handler ran")?;
+    queue.pool().close().await;
+    let tx_after = quiesced_transactions(&admin_url(), &db.name).await?;
     let outcome = DrainOutcome {
         jobs_per_s: rate(spec.jobs, first, done_at),
         peak_backends,
         decay_ratio: progress.decay_ratio(DECAY_WINDOW_FRACTION),
+        transactions_per_job: Some((tx_after - tx_before) as f64 / spec.jobs as f64),
     };
-    queue.pool().close().await;
     drop(db);
     Ok(outcome)
 }

@@ -154,6 +154,28 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                 ours_noop.as_ref().ok().map(|o| o.peak_backends as f64),
             )
             .set("decay_jobs_per_s", ok_rate(&ours_decay))
+            .set(
+                "noop_transactions_per_job",
+                ours_noop.as_ref().ok().and_then(|o| o.transactions_per_job),
+            )
+            .set(
+                "apalis_default_noop_transactions_per_job",
+                apalis_default
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| o.transactions_per_job),
+            )
+            .set(
+                "apalis_batch100_noop_transactions_per_job",
+                apalis_100
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| o.transactions_per_job),
+            )
+            .set(
+                "slow_transactions_per_job",
+                ours_slow.as_ref().ok().and_then(|o| o.transactions_per_job),
+            )
             .set("slow_ideal_jobs_per_s", Some(ideal_slow))
             .set("noop_jobs", Some(noop.jobs as f64))
             .set("enqueue_jobs", Some(a.enqueue_jobs as f64))
@@ -199,6 +221,19 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
             .baseline(
                 "apalis b100",
                 apalis_100.as_ref().ok().map(|o| o.peak_backends as f64),
+            ),
+            Row::new(
+                "no-op drain, transactions per job (diagnostic)",
+                ours_noop
+                    .clone()
+                    .and_then(|o| o.transactions_per_job.ok_or_else(|| "n/a".to_owned())),
+            )
+            .baseline(
+                "apalis b100",
+                apalis_100
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| o.transactions_per_job),
             ),
             Row::new("bulk enqueue, jobs/s", ours_enqueue.clone())
                 .baseline("apalis", apalis_enqueue.clone().ok())

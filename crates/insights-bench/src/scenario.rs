@@ -24,6 +24,9 @@ pub struct DrainOutcome {
     pub peak_backends: i64,
     /// Handler-completion rate of the last 10% over the first 10% (None when too few jobs).
     pub decay_ratio: Option<f64>,
+    /// Diagnostic: database transactions per job during the drain (fetches, completions,
+    /// heartbeats, the bench's own tail polls), from `pg_stat_database`.
+    pub transactions_per_job: Option<f64>,
 }
 
 /// What every bench handler gets: how long to "work" and where to record progress.

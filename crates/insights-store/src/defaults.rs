@@ -43,3 +43,11 @@ pub const WRITER_QUEUE_CAPACITY: usize = 8192;
 
 /// Rows per statement when seeding.
 pub const SEED_CHUNK_ROWS: usize = 20_000;
+
+/// Batched conversation loader: up to this many leads per statement ...
+pub const LOADER_MAX_BATCH: usize = 64;
+/// ... taking only loads already queued (no waiting: a lone load is never delayed) ...
+pub const LOADER_LINGER: Duration = Duration::ZERO;
+/// ... with this many statements in flight (each on its own connection).
+pub const LOADER_MAX_CONCURRENT_LOADS: usize = 2;
+pub const LOADER_QUEUE_CAPACITY: usize = 8192;

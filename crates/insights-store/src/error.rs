@@ -49,6 +49,8 @@ pub enum StoreError {
     },
     #[error("the insight writer has shut down")]
     WriterClosed,
+    #[error("the conversation loader has shut down")]
+    LoaderClosed,
     /// The same failure reported to every caller whose record was in a failed batch.
     #[error("{message}")]
     Shared {
@@ -71,7 +73,8 @@ impl StoreError {
             StoreError::Config(_)
             | StoreError::Decode { .. }
             | StoreError::MigrationChanged { .. }
-            | StoreError::WriterClosed => ErrorClass::Permanent,
+            | StoreError::WriterClosed
+            | StoreError::LoaderClosed => ErrorClass::Permanent,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The app's data on Postgres: pool construction (direct or behind a transaction pooler), the
 //! domain migrations, the three domain statements (candidate query, conversation load, insight
-//! upsert) with a batched insight writer, error classification and backon retries, connection
+//! upsert) with a batched conversation loader and a batched insight writer, error classification and backon retries, connection
 //! hold instrumentation, and deterministic seeding.
 //!
 //! It must not know about the job queue or the LLM. Every call is bounded by a timeout and never
@@ -10,6 +10,7 @@
 
 pub mod defaults;
 pub mod error;
+pub mod loader;
 pub mod migrate;
 pub mod pool;
 pub mod retry;
@@ -20,6 +21,7 @@ pub mod store;
 pub mod writer;
 
 pub use error::{ErrorClass, StoreError};
+pub use loader::{ConversationLoader, LoaderConfig};
 pub use migrate::{MigrateReport, migrate};
 pub use pool::{PoolSettings, PoolerMode, connect, connect_lazy};
 pub use retry::{RetryPolicy, retry_transient};

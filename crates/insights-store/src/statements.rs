@@ -29,8 +29,8 @@ pub struct DomainStatements {
     /// Parameters: `$1 bigint` (return ids greater than this), `$2 bigint` (page size).
     /// Returns: `id bigint`, ascending.
     pub candidates: Arc<str>,
-    /// One lead with its newest messages, as ONE row (none if the lead does not exist).
-    /// Parameters: `$1 bigint` lead id, `$2 bigint` maximum messages.
+    /// Leads with their newest messages, ONE row per existing lead (a missing lead has no row).
+    /// Parameters: `$1 bigint[]` lead ids, `$2 bigint` maximum messages per lead.
     /// Returns: `id bigint, name text, email text, booked_at timestamptz,
     /// last_message_at timestamptz, total_message_count bigint,
     /// stored_source_last_message_at timestamptz` (the stored insight's watermark, null if none),
@@ -75,9 +75,13 @@ SELECT l.id
  ORDER BY l.id
  LIMIT $2";
 
+// The total is counted only when the window is full: most threads are shorter than the window,
+// and then its length is the total (saves a second pass over the lead's messages).
 const LOAD: &str = "\
 SELECT l.id, l.name, l.email, l.booked_at, l.last_message_at,
-       (SELECT count(*) FROM messages c WHERE c.lead_id = l.id) AS total_message_count,
+       CASE WHEN coalesce(cardinality(w.ids), 0) < $2 THEN coalesce(cardinality(w.ids), 0)::bigint
+            ELSE (SELECT count(*) FROM messages c WHERE c.lead_id = l.id)
+       END AS total_message_count,
        (SELECT i.source_last_message_at
           FROM lead_conversation_insights i
          WHERE i.lead_id = l.id) AS stored_source_last_message_at,
@@ -97,7 +101,7 @@ SELECT l.id, l.name, l.email, l.booked_at, l.last_message_at,
                  ORDER BY m.sent_at DESC, m.id DESC
                  LIMIT $2) r
        ) w ON true
- WHERE l.id = $1";
+ WHERE l.id = ANY($1::bigint[])";
 
 // Rows are inserted in lead id order so concurrent batches lock rows in the same order (no
 // deadlocks). A lead deleted since its job loaded is skipped rather than failing the batch on

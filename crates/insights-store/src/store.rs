@@ -213,22 +213,40 @@ impl Store {
         lead_id: i64,
         max_messages: u32,
     ) -> Result<Option<LoadedConversation>, StoreError> {
+        let mut found = self.load_conversations(&[lead_id], max_messages).await?;
+        Ok(found.remove(&lead_id))
+    }
+
+    /// [`Self::load_conversation`] for many leads in one statement (one snapshot); leads that
+    /// do not exist are absent from the map. Used by [`crate::ConversationLoader`].
+    pub async fn load_conversations(
+        &self,
+        lead_ids: &[i64],
+        max_messages: u32,
+    ) -> Result<HashMap<i64, LoadedConversation>, StoreError> {
+        if lead_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let sql = Arc::clone(&self.inner.options.statements.load);
         let persistent = self.persistent();
-        let row = self
+        let ids: Arc<[i64]> = Arc::from(lead_ids);
+        let rows = self
             .call("load_conversation", &move |conn| {
                 let sql = Arc::clone(&sql);
+                let ids = ids.to_vec();
                 Box::pin(async move {
                     sqlx::query(AssertSqlSafe(sql))
-                        .bind(lead_id)
+                        .bind(ids)
                         .bind(i64::from(max_messages))
                         .persistent(persistent)
-                        .fetch_optional(conn)
+                        .fetch_all(conn)
                         .await
                 })
             })
             .await?;
-        row.map(|r| decode_loaded(&r)).transpose()
+        rows.iter()
+            .map(|r| decode_loaded(r).map(|l| (l.conversation.lead.id, l)))
+            .collect()
     }
 
     /// Writes one insight unless the stored one has the same or newer source.

@@ -113,7 +113,7 @@ async fn own_tables_via_custom_statements() {
                              array_agg(r."createdAt" ORDER BY r."createdAt", r."id") AS sent
                         FROM (SELECT * FROM "Message" m WHERE m."leadId" = l."id"
                                ORDER BY m."createdAt" DESC, m."id" DESC LIMIT $2) r) w ON true
-                WHERE l."id" = $1"#,
+                WHERE l."id" = ANY($1::bigint[])"#,
         ),
         ..DomainStatements::default()
     };

@@ -3,11 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod candidates;
+mod classify;
 mod connect;
 mod load;
+mod loader;
 mod migrations;
 mod pooler;
 mod seeding;
 mod support;
+mod throughput;
 mod upsert;
 mod writer;

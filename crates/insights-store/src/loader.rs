@@ -1,0 +1,159 @@
+//! Batched conversation loader: concurrent handlers' loads are coalesced into one statement
+//! (`WHERE id = ANY($1)`), each caller getting its own lead back. Same shape as the writer.
+//!
+//! Why: a load is a short statement, and at thousands of leads per second the per-statement
+//! overhead (round trip, executor start-up, a connection checkout) dominates. Loads are
+//! coalesced only while earlier loads are in flight (no waiting by default), so a lone load is
+//! not delayed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::defaults;
+use crate::error::StoreError;
+use crate::store::{LoadedConversation, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// Newest messages loaded per lead.
+    pub max_messages: u32,
+    pub max_batch: usize,
+    /// Extra wait for more loads after the first; zero = take only what is already queued.
+    pub linger: Duration,
+    pub max_concurrent_loads: usize,
+    pub queue_capacity: usize,
+}
+
+impl LoaderConfig {
+    pub fn new(max_messages: u32) -> Self {
+        Self {
+            max_messages,
+            max_batch: defaults::LOADER_MAX_BATCH,
+            linger: defaults::LOADER_LINGER,
+            max_concurrent_loads: defaults::LOADER_MAX_CONCURRENT_LOADS,
+            queue_capacity: defaults::LOADER_QUEUE_CAPACITY,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Option<LoadedConversation>, StoreError>>;
+
+/// Handle to the loader task; cheap to clone. The task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct ConversationLoader {
+    tx: mpsc::Sender<(i64, Reply)>,
+    statements: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for ConversationLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationLoader").finish_non_exhaustive()
+    }
+}
+
+impl ConversationLoader {
+    /// Spawns the loader task on the current Tokio runtime.
+    pub fn spawn(store: Store, config: LoaderConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run(store, config, rx, Arc::clone(&statements)));
+        Self { tx, statements }
+    }
+
+    /// Same as [`Store::load_conversation`], possibly sharing a statement with other loads.
+    pub async fn load(&self, lead_id: i64) -> Result<Option<LoadedConversation>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((lead_id, reply))
+            .await
+            .map_err(|_| StoreError::LoaderClosed)?;
+        answer.await.map_err(|_| StoreError::LoaderClosed)?
+    }
+
+    /// Statements issued so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+async fn run(
+    store: Store,
+    config: LoaderConfig,
+    mut rx: mpsc::Receiver<(i64, Reply)>,
+    statements: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_concurrent_loads.max(1)));
+    let mut running = JoinSet::new();
+    let max_batch = config.max_batch.max(1);
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => {
+                    batch.push(p);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if config.linger.is_zero() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        statements.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let store = store.clone();
+        let max_messages = config.max_messages;
+        running.spawn(async move {
+            load(&store, batch, max_messages).await;
+            drop(permit);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn load(store: &Store, batch: Vec<(i64, Reply)>, max_messages: u32) {
+    let mut ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match store.load_conversations(&ids, max_messages).await {
+        Ok(found) => {
+            let mut found: HashMap<i64, LoadedConversation> = found;
+            // Duplicate ids in one batch each get a copy.
+            let mut wanted: HashMap<i64, usize> = HashMap::new();
+            for (id, _) in &batch {
+                *wanted.entry(*id).or_default() += 1;
+            }
+            for (id, reply) in batch {
+                let left = wanted.entry(id).or_default();
+                *left -= 1;
+                let value = if *left == 0 {
+                    found.remove(&id)
+                } else {
+                    found.get(&id).cloned()
+                };
+                let _ = reply.send(Ok(value));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.shared()));
+            }
+        }
+    }
+}

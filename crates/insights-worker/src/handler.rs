@@ -20,7 +20,9 @@ use apalis_core::task::data::Data;
 use insights_core::{InsightJob, InsightRecord, PROMPT_VERSION};
 use insights_llm::{LlmClient, LlmError};
 use insights_queue::{Permanent, Snooze};
-use insights_store::{InsightWriter, LoadedConversation, Store, StoreError, UpsertOutcome};
+use insights_store::{
+    ConversationLoader, InsightWriter, LoadedConversation, StoreError, UpsertOutcome,
+};
 use serde::Serialize;
 
 use crate::breaker::Breaker;
@@ -45,12 +47,13 @@ pub enum JobOutcome {
 
 /// What the handler needs; built once per worker.
 pub struct PipelineConfig {
-    pub store: Store,
+    /// Batched loads (concurrent jobs share a statement); configured with the message window.
+    pub loader: ConversationLoader,
+    /// Batched writes.
     pub writer: InsightWriter,
     pub llm: LlmClient,
     pub breaker: Breaker,
     pub metrics: Metrics,
-    pub max_messages: u32,
 }
 
 /// Shared handler state (cheap `Clone`), injected with `WorkerBuilder::data`.
@@ -61,9 +64,7 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("max_messages", &self.inner.max_messages)
-            .finish_non_exhaustive()
+        f.debug_struct("Pipeline").finish_non_exhaustive()
     }
 }
 
@@ -171,9 +172,10 @@ impl Pipeline {
         let p = &*self.inner;
         let lead_id = job.lead_id;
 
-        // 1. Load: one statement, connection back in the pool before anything else happens.
+        // 1. Load: one short statement (shared with concurrent jobs), connection back in the pool
+        // before anything else happens.
         let t = Instant::now();
-        let loaded = p.store.load_conversation(lead_id, p.max_messages).await;
+        let loaded = p.loader.load(lead_id).await;
         p.metrics.stage(Stage::Load, t.elapsed());
         let loaded = match loaded {
             Ok(l) => {

@@ -16,7 +16,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use insights_core::{INSIGHTS_QUEUE, InsightJob, SecretString, Settings};
 use insights_llm::LlmClient;
 use insights_queue::{FetchControl, Queue, QueueBackend};
-use insights_store::{InsightWriter, Store, WriterConfig};
+use insights_store::{ConversationLoader, InsightWriter, LoaderConfig, Store, WriterConfig};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -151,13 +151,13 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
     let control: FetchControl = backend.fetch_control();
     let breaker = Breaker::new(s.breaker_threshold, Arc::new(control));
     let writer = InsightWriter::spawn(store.clone(), WriterConfig::default());
+    let loader = ConversationLoader::spawn(store.clone(), LoaderConfig::new(s.max_messages));
     let pipeline = Pipeline::new(PipelineConfig {
-        store: store.clone(),
+        loader,
         writer: writer.clone(),
         llm,
         breaker: breaker.clone(),
         metrics: metrics.clone(),
-        max_messages: s.max_messages,
     });
 
     tracing::info!(

@@ -88,10 +88,16 @@ impl PipelineCheck {
 impl E2eDb {
     /// A fresh database on the local server (`insights_testkit::TestDb`), migrated.
     pub async fn create(label: &str) -> anyhow::Result<Self> {
+        let me = Self::create_empty(label).await?;
+        me.migrate().await?;
+        Ok(me)
+    }
+
+    /// A fresh, empty database (for tests that migrate it themselves, e.g. through a pooler).
+    pub async fn create_empty(label: &str) -> anyhow::Result<Self> {
         let db = TestDb::create(label).await?;
         let mut me = Self::attach(&db.url, &db.name).await?;
         me.owned = Some(db);
-        me.migrate().await?;
         Ok(me)
     }
 
@@ -125,6 +131,15 @@ impl E2eDb {
         insights_store::seed(&self.pool, leads, seed)
             .await
             .map_err(|e| anyhow::anyhow!("seeding {leads} leads: {e}"))
+    }
+
+    /// Marks every lead booked (seeding books about 9 in 10), so every seeded lead is expected
+    /// to end with an insight. Returns the number of leads changed.
+    pub async fn book_all(&self) -> anyhow::Result<u64> {
+        let r = sqlx::query("UPDATE leads SET booked_at = now() WHERE booked_at IS NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Ids of leads the candidate query would return now (booked, with messages, insight

@@ -4,6 +4,12 @@
 //! binary (`cargo build -p insights-cli --bin insights`, which `scripts/test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bad_input;
+mod economy;
+mod llm_faults;
+mod producer;
+mod support;
+
 #[test]
 fn the_binary_is_built() {
     insights_e2e::insights_bin().unwrap();

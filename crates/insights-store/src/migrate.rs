@@ -70,6 +70,12 @@ async fn run(pool: &PgPool) -> Result<MigrateReport, StoreError> {
         .execute(&mut *tx)
         .await
         .map_err(e)?;
+    // The pool's server-side statement_timeout is sized for domain statements, not DDL; the
+    // runner has its own (client-side) bound. LOCAL: gone at COMMIT, so pooler-safe.
+    sqlx::raw_sql("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(e)?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS insights_domain_migrations (
             version    bigint PRIMARY KEY,

@@ -170,7 +170,15 @@ pub async fn connect(settings: &PoolSettings) -> Result<PgPool, StoreError> {
 pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(), StoreError> {
     let target = settings.target();
     let timeout = settings.acquire_timeout;
-    match tokio::time::timeout(timeout, PgConnection::connect_with(opts)).await {
+    // Connect and run one query: a pooler accepts the login even when Postgres behind it is
+    // down, so only a query proves the database is reachable. Simple protocol: pooler-safe.
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(opts).await?;
+        let checked = sqlx::raw_sql("SELECT 1").execute(&mut conn).await;
+        let _ = conn.close().await;
+        checked.map(|_| ())
+    };
+    match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(StoreError::Connect {
             target,
             reason: format!("no answer within {}ms", timeout.as_millis()),
@@ -188,10 +196,7 @@ pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(
                 class,
             })
         }
-        Ok(Ok(conn)) => {
-            let _ = tokio::time::timeout(timeout, conn.close()).await;
-            Ok(())
-        }
+        Ok(Ok(())) => Ok(()),
     }
 }
 

@@ -195,6 +195,11 @@ async fn run(pool: &PgPool, leads: usize, seed: u64) -> Result<SeedReport, Store
     let e = |e| StoreError::sqlx(op, e);
     let mut conn = pool.acquire().await.map_err(e)?;
     let mut tx = Connection::begin(&mut *conn).await.map_err(e)?;
+    // Large seeds may outlast the pool's per-statement bound; seed() has its own.
+    sqlx::raw_sql("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(e)?;
     // Two concurrent seeds would pick the same ids.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(SEED_LOCK_KEY)

@@ -113,3 +113,34 @@ async fn everything_works_through_a_transaction_pooler() {
         "pgbouncer reported statement trouble:\n{log}"
     );
 }
+
+/// A pooler accepts logins while Postgres behind it is down; `connect` must still say the
+/// database is unreachable (in one line, as a transient error).
+#[tokio::test]
+async fn connect_through_a_pooler_with_postgres_down_fails_clearly() {
+    let dead = insights_testkit::free_port().unwrap();
+    let bouncer = Pgbouncer::start(PgbouncerOptions {
+        upstream_port: dead,
+        ..PgbouncerOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = PoolSettings::new(DatabaseUrl::new(format!(
+        "{}?pgbouncer=true",
+        bouncer.url("postgres")
+    )));
+    // pgbouncer keeps the query waiting for a server login, so this is the bound that answers.
+    settings.acquire_timeout = std::time::Duration::from_secs(3);
+    let err = connect(&settings).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "cannot reach database at 127.0.0.1:{}: ",
+            bouncer.port
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert!(err.is_transient(), "{msg}");
+    assert!(err.is_connection(), "{msg}");
+}

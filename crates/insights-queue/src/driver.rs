@@ -112,12 +112,16 @@ impl Shared {
 
     /// A job stopped holding a slot (finished, discarded undecoded, or handed back).
     pub(crate) fn release_slot(&self) {
+        self.release_slot_quiet();
+        self.slot_freed.notify_one();
+    }
+
+    fn release_slot_quiet(&self) {
         let _ = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_sub(1))
             });
-        self.slot_freed.notify_one();
     }
 
     /// Queues a completion for the batched writer.
@@ -280,81 +284,134 @@ fn log_db_error(shared: &Shared, what: &str, e: &crate::QueueError, failures: u3
     }
 }
 
+/// At most this many fetch statements of one worker in flight at once: a second fetch claims
+/// the slots freed while the first is on the wire, so throughput is not bound by one round
+/// trip per batch.
+const MAX_OUTSTANDING_FETCHES: usize = 2;
+
+type FetchFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (usize, Result<Vec<FetchedJob>, crate::QueueError>)>
+            + Send,
+    >,
+>;
+
+fn issue_fetch(shared: &Arc<Shared>, want: usize) -> FetchFuture {
+    let shared = shared.clone();
+    Box::pin(async move {
+        let cfg = &shared.queue.inner.config;
+        let token: i64 = rand::rng().random();
+        let res = statements::fetch(
+            &shared.queue.inner.pool,
+            cfg.statement_timeout,
+            &shared.queue_name,
+            want,
+            &shared.worker_id,
+            token,
+            cfg.lease_duration,
+        )
+        .await;
+        (want, res)
+    })
+}
+
+/// Slots are reserved (counted in `in_flight`) when a fetch is issued, so concurrent fetches
+/// can never lease more than the free slots; what a fetch did not get is released after.
 async fn fetch_loop(shared: Arc<Shared>) {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+
     let cfg = shared.queue.inner.config.clone();
-    let pool = shared.queue.inner.pool.clone();
     let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
     let stop = shared.stop_fetch.clone();
+    let second_fetch_min = (shared.concurrency / 4).max(1);
+    let mut outstanding: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
+    // Set when a fetch came back short (the queue is drained) or failed: wait before asking.
+    let mut wait_until: Option<Instant> = None;
     loop {
-        if stop.is_cancelled() {
+        let stopping = stop.is_cancelled();
+        if stopping && outstanding.is_empty() {
             return;
         }
-        if let Some(left) = shared.control.paused_remaining() {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(left) => {}
-                _ = shared.control.changed() => {}
-            }
-            continue;
+        let paused = shared.control.paused_remaining();
+        if wait_until.is_some_and(|t| Instant::now() >= t) {
+            wait_until = None;
         }
-        let free = shared
-            .concurrency
-            .saturating_sub(shared.in_flight.load(Ordering::Acquire));
-        if free == 0 {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = shared.slot_freed.notified() => {}
-                _ = tokio::time::sleep(cfg.poll_interval) => {}
-            }
-            continue;
-        }
-        let want = free.min(cfg.fetch_max_batch.max(1));
-        let token: i64 = rand::rng().random();
-        let res = tokio::select! {
-            _ = stop.cancelled() => return,
-            res = statements::fetch(
-                &pool, cfg.statement_timeout, &shared.queue_name, want,
-                &shared.worker_id, token, cfg.lease_duration,
-            ) => res,
-        };
-        match res {
-            Ok(jobs) => {
-                if backoff.failures() > 0 {
-                    tracing::info!(worker = %shared.worker_id, "fetch recovered");
+        if !stopping && paused.is_none() && wait_until.is_none() {
+            while outstanding.len() < MAX_OUTSTANDING_FETCHES {
+                let free = shared
+                    .concurrency
+                    .saturating_sub(shared.in_flight.load(Ordering::Acquire));
+                let enough = if outstanding.is_empty() {
+                    1
+                } else {
+                    second_fetch_min
+                };
+                if free < enough {
+                    break;
                 }
-                backoff.reset();
-                let got = jobs.len();
-                if got > 0 {
-                    shared.stats.add_fetched(got as u64);
-                    shared.in_flight.fetch_add(got, Ordering::AcqRel);
-                    {
-                        let mut leases = lock(&shared.leases);
-                        for j in &jobs {
-                            leases.insert(j.id, j.token);
+                let want = free.min(cfg.fetch_max_batch.max(1));
+                shared.in_flight.fetch_add(want, Ordering::AcqRel);
+                outstanding.push(issue_fetch(&shared, want));
+            }
+        }
+        let sleep_for = if stopping {
+            None
+        } else if let Some(left) = paused {
+            Some(left)
+        } else {
+            wait_until.map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        tokio::select! {
+            // In-flight fetches are awaited even when stopping: their leases are handed back.
+            Some((want, res)) = outstanding.next(), if !outstanding.is_empty() => {
+                match res {
+                    Ok(jobs) => {
+                        if backoff.failures() > 0 {
+                            tracing::info!(worker = %shared.worker_id, "fetch recovered");
+                        }
+                        backoff.reset();
+                        let got = jobs.len();
+                        for _ in got..want {
+                            shared.release_slot_quiet();
+                        }
+                        if got > 0 {
+                            shared.stats.add_fetched(got as u64);
+                            {
+                                let mut leases = lock(&shared.leases);
+                                for j in &jobs {
+                                    leases.insert(j.id, j.token);
+                                }
+                            }
+                            lock(&shared.buffer).extend(jobs);
+                            if stop.is_cancelled() {
+                                shared.hand_back_buffered();
+                            } else {
+                                shared.wake_worker();
+                            }
+                        }
+                        if got < want && wait_until.is_none() {
+                            // Drained: poll again later (or when notified).
+                            wait_until = Some(Instant::now() + cfg.poll_interval);
                         }
                     }
-                    lock(&shared.buffer).extend(jobs);
-                    shared.wake_worker();
-                }
-                if got == want {
-                    // A full batch: there is probably more; ask again as soon as slots free.
-                    continue;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(cfg.poll_interval) => {}
-                    _ = shared.new_work.notified() => {}
-                    _ = shared.control.changed() => {}
+                    Err(e) => {
+                        for _ in 0..want {
+                            shared.release_slot_quiet();
+                        }
+                        let delay = backoff.next_delay();
+                        log_db_error(&shared, "fetch", &e, backoff.failures());
+                        wait_until = Some(Instant::now() + delay);
+                    }
                 }
             }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log_db_error(&shared, "fetch", &e, backoff.failures());
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+            _ = stop.cancelled(), if !stopping => {}
+            _ = shared.slot_freed.notified(), if !stopping && wait_until.is_none() && paused.is_none() => {}
+            _ = shared.new_work.notified(), if !stopping && backoff.failures() == 0 => {
+                wait_until = None;
             }
+            _ = shared.control.changed(), if !stopping => {}
+            _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::ZERO)), if sleep_for.is_some() => {}
         }
     }
 }

@@ -250,6 +250,10 @@ impl Store {
     }
 
     /// Writes one insight unless the stored one has the same or newer source.
+    ///
+    /// Retried on transient errors. If a connection dies during COMMIT the write may have landed;
+    /// the retry then reports `StaleIgnored` for our own row, which is harmless (the insight is
+    /// stored) and only mislabels the outcome.
     pub async fn upsert_insight(
         &self,
         record: &InsightRecord,
@@ -335,6 +339,48 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn loaded(stored: Option<i64>, newest: Option<i64>) -> LoadedConversation {
+        let at = |m: i64| Utc.timestamp_opt(1_700_000_000 + m * 60, 0).unwrap();
+        LoadedConversation {
+            conversation: Conversation {
+                lead: LeadSnapshot {
+                    id: 1,
+                    name: String::new(),
+                    email: String::new(),
+                    booked_at: None,
+                    last_message_at: newest.map(at),
+                },
+                messages: newest
+                    .map(|m| Message {
+                        id: 1,
+                        direction: Direction::Inbound,
+                        body: "b".into(),
+                        sent_at: at(m),
+                    })
+                    .into_iter()
+                    .collect(),
+                total_message_count: i64::from(newest.is_some()),
+            },
+            stored_source_last_message_at: stored.map(at),
+        }
+    }
+
+    #[test]
+    fn freshness() {
+        assert!(!loaded(None, Some(5)).is_fresh());
+        assert!(!loaded(Some(4), Some(5)).is_fresh());
+        assert!(loaded(Some(5), Some(5)).is_fresh());
+        assert!(loaded(Some(6), Some(5)).is_fresh());
+        assert!(loaded(Some(6), None).is_fresh());
+        assert!(!loaded(None, None).is_fresh());
     }
 }
 

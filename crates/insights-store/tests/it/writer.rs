@@ -61,3 +61,39 @@ async fn writer_batches_and_answers_after_commit() {
         UpsertOutcome::LeadGone
     );
 }
+
+#[tokio::test]
+async fn a_bad_record_fails_alone_not_its_batch() {
+    let e = env("store_writer_bad").await;
+    sqlx::query(
+        "INSERT INTO leads (id, name, email, booked_at)
+         SELECT g, 'n', 'e', now() FROM generate_series(1, 20) g",
+    )
+    .execute(&e.pool)
+    .await
+    .unwrap();
+    let writer = InsightWriter::spawn(
+        e.store.clone(),
+        WriterConfig {
+            linger: Duration::from_millis(100),
+            ..WriterConfig::default()
+        },
+    );
+    let writes = (1..=20).map(|id| {
+        let w = writer.clone();
+        async move {
+            // Postgres text cannot hold NUL: a permanent error for this one record.
+            let summary = if id == 13 { "bad\0summary" } else { "fine" };
+            (id, w.write(record(id, 1, summary)).await)
+        }
+    });
+    let results = futures::future::join_all(writes).await;
+    for (id, r) in results {
+        if id == 13 {
+            let err = r.unwrap_err();
+            assert!(!err.is_transient(), "{err}");
+        } else {
+            assert_eq!(r.unwrap(), UpsertOutcome::Written, "lead {id}");
+        }
+    }
+}

@@ -82,3 +82,43 @@ impl Conversation {
         self.messages.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn watermark_is_the_newest_of_messages_and_lead() {
+        let at = |m: i64| Utc.timestamp_opt(1_700_000_000 + m * 60, 0).unwrap();
+        let msg = |m: i64| Message {
+            id: m,
+            direction: Direction::Outbound,
+            body: String::new(),
+            sent_at: at(m),
+        };
+        let mut c = Conversation {
+            lead: LeadSnapshot {
+                id: 1,
+                name: "n".into(),
+                email: "e".into(),
+                booked_at: None,
+                last_message_at: Some(at(3)),
+            },
+            messages: vec![msg(1), msg(2)],
+            total_message_count: 2,
+        };
+        assert_eq!(c.source_last_message_at(), Some(at(3)));
+        c.lead.last_message_at = None;
+        assert_eq!(c.source_last_message_at(), Some(at(2)));
+        c.messages.clear();
+        assert_eq!(c.source_last_message_at(), None);
+        assert!(c.is_empty());
+        assert_eq!(Direction::parse("inbound"), Some(Direction::Inbound));
+        assert_eq!(Direction::parse("Inbound"), None);
+        assert_eq!(
+            serde_json::to_string(&Direction::Outbound).unwrap(),
+            r#""outbound""#
+        );
+    }
+}

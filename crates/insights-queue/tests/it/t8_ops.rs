@@ -131,3 +131,116 @@ async fn operations_api_counts_lists_shows_retries_cancels_and_prunes() {
     let pruned = e.queue.prune(Duration::ZERO, Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 3);
 }
+
+/// The bounds apalis-board's `RegisterRoute` puts on a storage, checked at compile time.
+fn assert_board_bounds<B, T, Compact>()
+where
+    B: apalis_core::backend::Metrics
+        + apalis_core::backend::ListWorkers
+        + apalis_core::backend::ListAllTasks
+        + apalis_core::backend::ListQueues
+        + apalis_core::backend::BackendConfig
+        + apalis_core::backend::ListTasks
+        + apalis_core::backend::FetchById
+        + apalis_core::backend::TaskSink<T, B::Kind>
+        + apalis_core::backend::WireFormatBackend<Compact = Compact>
+        + apalis_core::backend::Backend<Task = apalis_core::task::Task<Compact>>
+        + Send
+        + Sync
+        + 'static,
+    <B as apalis_core::backend::Backend>::Error: std::error::Error,
+    B::Codec: apalis_core::backend::codec::Codec<T, Compact = Compact>,
+    <B::Codec as apalis_core::backend::codec::Codec<T>>::Error: std::error::Error,
+    Compact: serde::Serialize + 'static,
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_view_lists_fetches_counts_and_pushes() {
+    use apalis_core::backend::{
+        FetchById, Filter, ListQueues, ListTasks, ListWorkers, Metrics, TaskSink,
+    };
+    use apalis_core::task::status::Status;
+    use apalis_core::task::task_id::TaskId;
+
+    assert_board_bounds::<insights_queue::QueueBoard<TestJob>, TestJob, serde_json::Value>();
+
+    let e = env("q_board", test_config()).await;
+    e.queue.push(Q, NewJob::new(TestJob::ok(1))).await.unwrap();
+    e.queue
+        .push(Q, NewJob::new(TestJob::with(2, Behave::Permanent)))
+        .await
+        .unwrap();
+    let st = TestState::new(e.pool.clone());
+    let w = spawn_worker(&e.queue, WorkerSpec::new("board-w", 2), st.clone());
+    wait_until(secs(30), "both finished", || async {
+        let c = e.queue.counts(Q).await.unwrap();
+        c.completed == 1 && c.discarded == 1
+    })
+    .await
+    .unwrap();
+
+    let mut board = e.queue.board::<TestJob>(Q);
+    let workers = board.list_workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "the running worker is listed");
+    w.stop().await.unwrap();
+
+    let all = board
+        .list_tasks(&Filter {
+            status: None,
+            page: 1,
+            page_size: Some(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let killed = board
+        .list_tasks(&Filter {
+            status: Some(Status::Killed),
+            page: 1,
+            page_size: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1);
+    assert_eq!(killed[0].args["n"], 2);
+    assert_eq!(killed[0].status(), Status::Killed);
+
+    let id = killed[0].task_id().cloned().unwrap();
+    let fetched = board.fetch_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(fetched.args["n"], 2);
+    assert!(
+        board
+            .fetch_by_id(&TaskId::from_int(999_999))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let stats = board.fetch_by_queue().await.unwrap();
+    let completed = stats
+        .iter()
+        .find(|s| s.title.starts_with("completed"))
+        .unwrap();
+    assert_eq!(completed.value, "1");
+    let queues = board.list_queues().await.unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].name, Q);
+    assert_eq!(queues[0].activity.iter().sum::<usize>(), 1);
+
+    TaskSink::<TestJob, _>::push(&mut board, TestJob::ok(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.queue.counts(Q).await.unwrap().available,
+        1,
+        "pushed from the board"
+    );
+    let global = board.global().await.unwrap();
+    let avail = global
+        .iter()
+        .find(|s| s.title.starts_with("available"))
+        .unwrap();
+    assert_eq!(avail.value, "1");
+}

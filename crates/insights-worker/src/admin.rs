@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use axum::Router;
-use insights_core::{INSIGHTS_QUEUE, Settings};
+use insights_core::{INSIGHTS_QUEUE, InsightJob, Settings};
 use insights_llm::mock::{MockLlmConfig, serve_mock};
 use insights_queue::{JobDetail, JobState, JobSummary, Queue, StateCounts};
 use insights_store::pool::{self, PoolSettings};
@@ -240,6 +240,13 @@ pub async fn serve_mock_llm(bind: SocketAddr, config: MockLlmConfig) -> Result<(
 /// The apalis-board dashboard for the insights queue: REST API under `/api/v1`, the embedded
 /// UI for every other path.
 pub fn board_router(queue: &Queue) -> Router {
-    let _ = queue;
+    use apalis_board::axum::framework::{ApiBuilder, RegisterRoute};
+    use apalis_board::axum::ui::ServeUI;
+    let api = ApiBuilder::new(Router::new())
+        .register(INSIGHTS_QUEUE, queue.board::<InsightJob>(INSIGHTS_QUEUE))
+        .build();
+    // The UI hard-codes `/api/v1` and root-relative assets, so it is served at `/`.
     Router::new()
+        .nest("/api/v1", api)
+        .fallback_service(ServeUI::new())
 }

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use insights_core::{DatabaseUrl, InsightContent, InsightRecord, Sentiment};
 use insights_store::{
-    InsightWriter, PoolSettings, PoolerMode, Store, StoreOptions, UpsertOutcome, WriterConfig,
-    connect, migrate, seed,
+    ConversationLoader, InsightWriter, LoaderConfig, PoolSettings, PoolerMode, Store, StoreOptions,
+    UpsertOutcome, WriterConfig, connect, migrate, seed,
 };
 use insights_testkit::{Pgbouncer, PgbouncerOptions, TestDb};
 use tokio::sync::Mutex;
@@ -28,6 +28,7 @@ async fn everything_works_through_a_transaction_pooler() {
     let store = Store::new(pool.clone(), StoreOptions::for_pool(&settings));
     assert_eq!(store.options().pooler, PoolerMode::Transaction);
     let writer = InsightWriter::spawn(store.clone(), WriterConfig::default());
+    let loader = ConversationLoader::spawn(store.clone(), LoaderConfig::new(50));
     let mut ids = Vec::new();
     let mut after = None;
     loop {
@@ -42,14 +43,21 @@ async fn everything_works_through_a_transaction_pooler() {
     let queue = Arc::new(Mutex::new(ids.clone()));
     let mut tasks = Vec::new();
     for task in 0..16 {
-        let (queue, store, writer) = (queue.clone(), store.clone(), writer.clone());
+        let (queue, store, writer, loader) =
+            (queue.clone(), store.clone(), writer.clone(), loader.clone());
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             loop {
                 let Some(id) = queue.lock().await.pop() else {
                     return errors;
                 };
-                let loaded = match store.load_conversation(id, 50).await {
+                // Half load through the batched loader, half one by one.
+                let loaded = if task % 4 < 2 {
+                    loader.load(id).await
+                } else {
+                    store.load_conversation(id, 50).await
+                };
+                let loaded = match loaded {
                     Ok(Some(l)) => l,
                     Ok(None) => {
                         errors.push(format!("lead {id} vanished"));

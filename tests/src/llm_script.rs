@@ -36,6 +36,8 @@ pub struct Seen {
     pub body: Value,
     /// Length of the raw request body in bytes.
     pub body_len: usize,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
 }
 
 impl Seen {
@@ -65,6 +67,11 @@ impl Respond for Script {
                 at: Instant::now(),
                 body: body.clone(),
                 body_len: request.body.len(),
+                authorization: request
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             });
             seen.len() - 1
         };

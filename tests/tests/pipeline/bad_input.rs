@@ -97,28 +97,70 @@ async fn bad_concurrency_exits_2_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_database_exits_1_with_a_one_line_reason() {
-    // A port nothing listens on.
-    let port = insights_testkit::free_port().unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:{port}/insights");
-    let out = Insights::with_env(&WorkerEnv::new(&url, "http://127.0.0.1:9/v1"))
+async fn missing_or_garbled_database_url_exits_2_without_echoing_it() {
+    let no_db = Insights::new()
+        .env("INSIGHTS_LLM_BASE_URL", "http://127.0.0.1:9/v1")
         .arg("work")
         .run()
         .await
         .unwrap();
-    println!("unreachable database: {}", out.stderr.trim());
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(lines.len(), 1, "one line: {}", out.describe());
-    assert!(lines[0].starts_with("error: "), "{}", out.describe());
+    assert_eq!(no_db.code(), Some(2), "{}", no_db.describe());
     assert!(
-        lines[0].contains(&format!("127.0.0.1:{port}")),
-        "the reason names the target: {}",
-        out.describe()
+        no_db.stderr.contains("DATABASE_URL"),
+        "{}",
+        no_db.describe()
     );
+    let garbled = Insights::with_env(&WorkerEnv::new(
+        "postgres//user:hunter2-secret@host",
+        "http://127.0.0.1:9/v1",
+    ))
+    .arg("work")
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(garbled.code(), Some(2), "{}", garbled.describe());
+    assert!(
+        garbled.stderr.contains("DATABASE_URL"),
+        "{}",
+        garbled.describe()
+    );
+    assert!(
+        !garbled.stderr.contains("hunter2-secret"),
+        "the password leaked: {}",
+        garbled.describe()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_exits_1_with_a_one_line_reason() {
+    // A port nothing listens on; a password that must not be printed.
+    let port = insights_testkit::free_port().unwrap();
+    let url = format!("postgres://postgres:pw-must-not-leak@127.0.0.1:{port}/insights");
+    for command in ["work", "enqueue", "migrate"] {
+        let out = Insights::with_env(&WorkerEnv::new(&url, "http://127.0.0.1:9/v1"))
+            .arg(command)
+            .run()
+            .await
+            .unwrap();
+        println!("unreachable database, {command}: {}", out.stderr.trim());
+        assert_eq!(out.code(), Some(1), "{command}: {}", out.describe());
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "{command}: one line: {}", out.describe());
+        assert!(lines[0].starts_with("error: "), "{}", out.describe());
+        assert!(
+            lines[0].contains(&format!("127.0.0.1:{port}")),
+            "the reason names the target: {}",
+            out.describe()
+        );
+        assert!(
+            !out.stderr.contains("pw-must-not-leak"),
+            "the password leaked: {}",
+            out.describe()
+        );
+    }
 }

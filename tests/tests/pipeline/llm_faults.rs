@@ -92,7 +92,22 @@ async fn insufficient_quota_is_not_retried_and_does_not_burn_the_job() {
 async fn malformed_json_is_retried_a_bounded_number_of_times_then_discarded() {
     let llm = ScriptedLlm::start(Vec::new(), Reply::Malformed).await;
     let (db, env) = one_lead("e2e_llm_malformed", &llm.base_url()).await;
-    let (summary, _) = work_until_idle(&env).await;
+    // The key is sent to the LLM but never printed, even at debug level.
+    const KEY: &str = "sk-e2e-secret-key-0123456789";
+    let env = env
+        .set("INSIGHTS_LLM_API_KEY", KEY)
+        .set("RUST_LOG", "debug");
+    let (summary, out) = work_until_idle(&env).await;
+    assert!(
+        llm.seen()
+            .iter()
+            .all(|s| s.authorization.as_deref() == Some(&format!("Bearer {KEY}"))),
+        "the API key is sent"
+    );
+    assert!(
+        !out.stderr.contains(KEY) && !out.stdout.contains(KEY),
+        "the API key leaked into the worker's output"
+    );
 
     let expected = 1 + insights_llm::defaults::MALFORMED_RETRIES as usize;
     assert_eq!(

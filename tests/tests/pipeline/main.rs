@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod economy;
+mod harness;
 mod llm_faults;
 mod producer;
 mod support;

@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     pub stop_all: CancellationToken,
     pub control: FetchControl,
     pub stats: WorkerStats,
+    /// Set when the fetch loop has returned (no fetch statement can still land).
+    pub fetch_exited: AtomicBool,
+    pub fetch_exited_notify: Notify,
 }
 
 impl Shared {
@@ -89,6 +92,8 @@ impl Shared {
             stop_all: CancellationToken::new(),
             control: FetchControl::default(),
             stats: WorkerStats::default(),
+            fetch_exited: AtomicBool::new(false),
+            fetch_exited_notify: Notify::new(),
         }
     }
 
@@ -222,7 +227,14 @@ impl Driver {
     pub(crate) fn start(shared: &Arc<Shared>, worker: &WorkerContext) -> Self {
         *lock(&shared.worker_name) = worker.name().to_owned();
         let mut tasks = vec![
-            tokio::spawn(fetch_loop(shared.clone())),
+            tokio::spawn({
+                let shared = shared.clone();
+                async move {
+                    fetch_loop(shared.clone()).await;
+                    shared.fetch_exited.store(true, Ordering::Release);
+                    shared.fetch_exited_notify.notify_waiters();
+                }
+            }),
             tokio::spawn(heartbeat_loop(shared.clone())),
             tokio::spawn(completer_loop(shared.clone())),
             tokio::spawn(shutdown_watch(shared.clone(), worker.clone())),
@@ -249,6 +261,14 @@ pub(crate) async fn close(shared: Arc<Shared>) {
     shared.begin_stop();
     let cfg = shared.queue.inner.config.clone();
     let deadline = Instant::now() + cfg.shutdown_flush_timeout;
+    // A fetch still on the wire may return leases; they are handed back once it lands.
+    while !shared.fetch_exited.load(Ordering::Acquire) && Instant::now() < deadline {
+        let wait = shared.fetch_exited_notify.notified();
+        if shared.fetch_exited.load(Ordering::Acquire) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
+    }
     let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
     while shared.has_pending_completions() {
         if Instant::now() >= deadline {

@@ -77,63 +77,106 @@ impl Queue {
         self.push_bulk(queue, vec![job]).await
     }
 
-    /// Enqueues many jobs, one statement per chunk of [`defaults::PUSH_CHUNK`]. A job whose
-    /// dedupe key is held by a non-terminal job (or by an earlier job of the same batch) is
-    /// counted as a duplicate, never an error.
+    /// Enqueues many jobs, one statement per chunk of [`defaults::PUSH_CHUNK`] (up to
+    /// [`defaults::PUSH_PARALLEL`] chunks in flight, so encoding and the network overlap the
+    /// server's work). A job whose dedupe key is held by a non-terminal job (or by another job
+    /// of the same call) is counted as a duplicate, never an error. Chunks are separate
+    /// transactions: on error, earlier chunks may have been inserted (pushing again is safe
+    /// with dedupe keys).
     pub async fn push_bulk<T: Serialize>(
         &self,
         queue: &str,
         jobs: Vec<NewJob<T>>,
     ) -> Result<PushOutcome, QueueError> {
-        const OP: &str = "push";
-        let mut outcome = PushOutcome::default();
+        use futures::StreamExt;
+
         let default_max = self.inner.config.default_max_attempts;
+        let mut chunks = Vec::with_capacity(jobs.len() / defaults::PUSH_CHUNK + 1);
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
-            let mut payloads = Vec::with_capacity(defaults::PUSH_CHUNK);
-            let mut keys: Vec<Option<String>> = Vec::with_capacity(defaults::PUSH_CHUNK);
-            let mut priorities: Vec<i16> = Vec::with_capacity(defaults::PUSH_CHUNK);
-            let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(defaults::PUSH_CHUNK);
-            let mut max_attempts: Vec<i32> = Vec::with_capacity(defaults::PUSH_CHUNK);
-            for job in jobs.by_ref().take(defaults::PUSH_CHUNK) {
-                let m = job.max_attempts.unwrap_or(default_max);
-                if m < 1 {
-                    return Err(QueueError::Invalid(format!(
-                        "max_attempts must be >= 1, got {m}"
-                    )));
-                }
-                payloads.push(
-                    serde_json::to_string(&job.payload)
-                        .map_err(|source| QueueError::Encode { op: OP, source })?,
-                );
-                keys.push(job.dedupe_key);
-                priorities.push(job.priority);
-                run_ats.push(job.run_at);
-                max_attempts.push(m);
-            }
-            let n = payloads.len() as u64;
-            let pool = &self.inner.pool;
-            let inserted: i64 = db::with_timeout(OP, self.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let row = sqlx::query(PUSH_SQL)
-                    .persistent(false)
-                    .bind(queue)
-                    .bind(&payloads)
-                    .bind(&keys)
-                    .bind(&priorities)
-                    .bind(&run_ats)
-                    .bind(&max_attempts)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                row.try_get::<i64, _>(0).map_err(op_err(OP))
-            })
-            .await?;
-            let inserted = u64::try_from(inserted).unwrap_or(0);
+            chunks.push(Chunk::encode(
+                jobs.by_ref().take(defaults::PUSH_CHUNK),
+                default_max,
+            )?);
+        }
+        let mut results = futures::stream::iter(chunks)
+            .map(|chunk| self.push_chunk(queue, chunk))
+            .buffer_unordered(defaults::PUSH_PARALLEL);
+        let mut outcome = PushOutcome::default();
+        while let Some(res) = results.next().await {
+            let (n, inserted) = res?;
             outcome.inserted += inserted;
             outcome.duplicates += n.saturating_sub(inserted);
         }
         Ok(outcome)
+    }
+
+    /// Returns (jobs in the chunk, rows inserted).
+    async fn push_chunk(&self, queue: &str, c: Chunk) -> Result<(u64, u64), QueueError> {
+        const OP: &str = "push";
+        let pool = &self.inner.pool;
+        let inserted: i64 = db::with_timeout(OP, self.inner.config.statement_timeout, async {
+            let mut tx = pool.begin().await.map_err(op_err(OP))?;
+            let row = sqlx::query(PUSH_SQL)
+                .persistent(false)
+                .bind(queue)
+                .bind(&c.payloads)
+                .bind(&c.keys)
+                .bind(&c.priorities)
+                .bind(&c.run_ats)
+                .bind(&c.max_attempts)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(op_err(OP))?;
+            tx.commit().await.map_err(op_err(OP))?;
+            row.try_get::<i64, _>(0).map_err(op_err(OP))
+        })
+        .await?;
+        Ok((
+            c.payloads.len() as u64,
+            u64::try_from(inserted).unwrap_or(0),
+        ))
+    }
+}
+
+/// One statement's worth of jobs, as column arrays for `unnest`.
+struct Chunk {
+    payloads: Vec<String>,
+    keys: Vec<Option<String>>,
+    priorities: Vec<i16>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    max_attempts: Vec<i32>,
+}
+
+impl Chunk {
+    fn encode<T: Serialize>(
+        jobs: impl Iterator<Item = NewJob<T>>,
+        default_max: i32,
+    ) -> Result<Self, QueueError> {
+        let cap = defaults::PUSH_CHUNK;
+        let mut c = Chunk {
+            payloads: Vec::with_capacity(cap),
+            keys: Vec::with_capacity(cap),
+            priorities: Vec::with_capacity(cap),
+            run_ats: Vec::with_capacity(cap),
+            max_attempts: Vec::with_capacity(cap),
+        };
+        for job in jobs {
+            let m = job.max_attempts.unwrap_or(default_max);
+            if m < 1 {
+                return Err(QueueError::Invalid(format!(
+                    "max_attempts must be >= 1, got {m}"
+                )));
+            }
+            c.payloads.push(
+                serde_json::to_string(&job.payload)
+                    .map_err(|source| QueueError::Encode { op: "push", source })?,
+            );
+            c.keys.push(job.dedupe_key);
+            c.priorities.push(job.priority);
+            c.run_ats.push(job.run_at);
+            c.max_attempts.push(m);
+        }
+        Ok(c)
     }
 }

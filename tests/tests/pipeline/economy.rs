@@ -182,8 +182,22 @@ async fn the_same_pipeline_behind_pgbouncer_has_no_prepared_statement_errors() {
     let status = worker.wait(DRAIN_TIMEOUT).await.unwrap();
     let wall = started.elapsed();
     assert!(status.success(), "{}", worker.describe());
-    let log = worker.stderr();
+    // Every log of the run: the commands', the worker's and pgbouncer's own.
+    let log = [
+        migrate.stderr.as_str(),
+        seed.stderr.as_str(),
+        &worker.stderr(),
+        &pgbouncer.log(),
+    ]
+    .join("\n");
     let prepared = insights_e2e::prepared_statement_errors(&log);
+    let jobs_with_errors: Vec<_> = db
+        .jobs(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| !j.errors.is_empty())
+        .collect();
     let summary: serde_json::Value = serde_json::from_str(
         worker
             .stdout()
@@ -209,6 +223,10 @@ async fn the_same_pipeline_behind_pgbouncer_has_no_prepared_statement_errors() {
         prepared.join("\n")
     );
     assert_eq!(field(&summary, "failed"), 0, "{summary}");
+    assert!(
+        jobs_with_errors.is_empty(),
+        "no attempt may fail behind the pooler: {jobs_with_errors:?}"
+    );
     assert_eq!(field(&summary, "written"), LEADS as u64, "{summary}");
     assert_eq!(counts.get("completed").copied(), Some(LEADS as u64));
     assert_eq!(counts.get("discarded"), None, "{counts:?}");

@@ -185,3 +185,74 @@ async fn finish_reason_length_leads_to_a_smaller_request() {
     assert_eq!(field(&summary, "written"), 1, "{summary}");
     db.assert_pipeline_done().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_after_hands_the_job_back_until_then() {
+    // Beyond the client's inline wait: the job goes back to the queue instead of holding a slot.
+    let retry_after = insights_llm::defaults::MAX_INLINE_WAIT + Duration::from_secs(3);
+    let retry_after_ms = retry_after.as_millis() as u64;
+    let llm = ScriptedLlm::start(vec![Reply::RateLimited { retry_after_ms }], Reply::Ok).await;
+    let (db, env) = one_lead("e2e_llm_429_long", &llm.base_url()).await;
+    let (summary, _) = work_until_idle(&env).await;
+
+    let seen = llm.seen();
+    assert_eq!(seen.len(), 2, "one 429, then one success");
+    let waited = seen[1].at - seen[0].at;
+    println!(
+        "429 with retry-after-ms {retry_after_ms} (beyond the inline wait): next request after {waited:?}"
+    );
+    assert!(waited >= retry_after, "retried after {waited:?}");
+    assert_eq!(field(&summary, "retried"), 1, "{summary}");
+    assert_eq!(field(&summary, "written"), 1, "{summary}");
+    db.assert_pipeline_done().await.unwrap();
+    let job = db.job_for_lead(1).await.unwrap().unwrap();
+    assert_eq!(job.state, "completed");
+    assert_eq!(
+        job.attempt, 2,
+        "the hand-back counts as an attempt: {job:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_arriving_during_the_llm_call_makes_the_lead_a_candidate_again() {
+    // The first answer takes long enough for the lead to write again meanwhile.
+    let llm = ScriptedLlm::start(
+        vec![Reply::Delayed(Duration::from_secs(2), Box::new(Reply::Ok))],
+        Reply::Ok,
+    )
+    .await;
+    let (db, env) = one_lead("e2e_llm_race", &llm.base_url()).await;
+    let mut worker = insights_e2e::Insights::with_env(&env)
+        .args(["work", "--exit-when-idle", "--json"])
+        .spawn("work-race")
+        .unwrap();
+    wait_until(CONDITION_TIMEOUT, "the LLM call in flight", || async {
+        llm.count() >= 1
+    })
+    .await
+    .unwrap();
+    let newer = db
+        .add_message(1, "Actually, one more thing.")
+        .await
+        .unwrap();
+    let status = worker
+        .wait(insights_e2e::defaults::DRAIN_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(status.success(), "{}", worker.describe());
+
+    // The insight describes what was sent, and the lead is stale again.
+    let stored = db
+        .insight_source(1)
+        .await
+        .unwrap()
+        .expect("insight written");
+    assert!(stored < newer, "{stored} vs {newer}");
+    assert_eq!(db.candidate_ids().await.unwrap(), vec![1]);
+    let report = crate::support::enqueue(&env, &[]).await;
+    assert_eq!((report.candidates, report.enqueued), (1, 1), "{report:?}");
+    work_until_idle(&env).await;
+    assert_eq!(db.insight_source(1).await.unwrap(), Some(newer));
+    db.assert_pipeline_done().await.unwrap();
+    assert_eq!(llm.count(), 2);
+}

@@ -53,6 +53,10 @@ pub const BURST_RETRY_AFTER_MS: u64 = 1_000;
 
 /// How often the fault window samples readiness, liveness and progress.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often `/readyz` is probed during a fault. Each probe may cost the worker a connection
+/// attempt (it checks the queue database), so probing faster would inflate the attempt count;
+/// once a second is still ten times a Kubernetes default.
+pub const READY_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Client-side bound on one `/readyz` probe (the worker bounds its own database probe at 2 s,
 /// so a worker that answers at all answers within this).
 pub const PROBE_CLIENT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::defaults::{PROBE_CLIENT_TIMEOUT, SAMPLE_EVERY};
+use crate::defaults::{PROBE_CLIENT_TIMEOUT, READY_PROBE_EVERY, SAMPLE_EVERY};
 
 /// What the monitor saw.
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,8 +37,8 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Probes `http://127.0.0.1:<port>/readyz` of every port and reads progress from `pool`,
-    /// every [`SAMPLE_EVERY`], until [`Monitor::finish`].
+    /// Probes `http://127.0.0.1:<port>/readyz` of every port every [`READY_PROBE_EVERY`] and
+    /// reads progress from `pool` every [`SAMPLE_EVERY`], until [`Monitor::finish`].
     pub fn start(
         ports: Vec<u16>,
         pool: PgPool,
@@ -70,7 +70,7 @@ impl Monitor {
                             shared.unanswered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    tokio::time::sleep(SAMPLE_EVERY).await;
+                    tokio::time::sleep(READY_PROBE_EVERY).await;
                 }
             }));
         }

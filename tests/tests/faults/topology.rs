@@ -119,8 +119,13 @@ impl Topology {
     /// until `/healthz` answers.
     pub async fn spawn_worker(&self, label: &str) -> anyhow::Result<Worker> {
         let http_port = free_port()?;
-        let env = WorkerEnv::new(&self.worker_url(), &self.mock.base_url())
+        let mut env = WorkerEnv::new(&self.worker_url(), &self.mock.base_url())
             .set("INSIGHTS_HTTP_BIND", format!("127.0.0.1:{http_port}"));
+        // A more verbose worker log for investigating a scenario, e.g.
+        // `INSIGHTS_FAULT_WORKER_LOG=info,insights_store=debug`.
+        if let Ok(filter) = std::env::var("INSIGHTS_FAULT_WORKER_LOG") {
+            env = env.set("RUST_LOG", filter);
+        }
         let proc = Insights::with_env(&env)
             .args(["work", "--concurrency", &CONCURRENCY.to_string()])
             .spawn(label)?;

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -15,7 +14,9 @@ use insights_testkit::TestDb;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use crate::defaults::{HARNESS_APPLICATION_NAME, HARNESS_POOL_MAX};
+use crate::defaults::{
+    HARNESS_ACQUIRE_TIMEOUT, HARNESS_APPLICATION_NAME, HARNESS_POOL_MAX, HARNESS_STATEMENT_TIMEOUT,
+};
 use crate::env::WorkerEnv;
 
 /// A database the pipeline runs on.
@@ -102,13 +103,19 @@ impl E2eDb {
     }
 
     /// An existing database (for example on a throwaway cluster); not dropped, not migrated.
+    /// `url` must be direct: the harness sets `statement_timeout` at start-up, which
+    /// transaction poolers refuse.
     pub async fn attach(url: &str, name: &str) -> anyhow::Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .context("parsing the test database URL")?
-            .application_name(HARNESS_APPLICATION_NAME);
+            .application_name(HARNESS_APPLICATION_NAME)
+            .options([(
+                "statement_timeout",
+                HARNESS_STATEMENT_TIMEOUT.as_millis().to_string(),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(HARNESS_POOL_MAX)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(HARNESS_ACQUIRE_TIMEOUT)
             .connect_lazy_with(opts);
         Ok(Self {
             owned: None,

@@ -17,3 +17,8 @@ pub const HARNESS_APPLICATION_NAME: &str = "insights-e2e";
 pub const HARNESS_POOL_MAX: u32 = 2;
 /// `RUST_LOG` of spawned binaries unless a test sets its own.
 pub const CHILD_RUST_LOG: &str = "info";
+/// Server-side `statement_timeout` of the harness's own connections: a query stuck behind a
+/// lock fails the test with a message instead of hanging it.
+pub const HARNESS_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Wait for a connection of the harness's own pool.
+pub const HARNESS_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);

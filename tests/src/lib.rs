@@ -11,8 +11,6 @@
 //! `insights_testkit::TestDb`) and only signals processes it spawned. It never runs cargo (the
 //! binary is built before the tests, see [`insights_bin`]).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 pub mod bin;
 pub mod db;
 pub mod defaults;

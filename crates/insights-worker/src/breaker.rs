@@ -166,6 +166,17 @@ impl Breaker {
         self.lock().open
     }
 
+    /// Time left in the current pause: while it runs, the database is presumed down and the
+    /// handler does not try it (after it, one probe decides: success closes, failure re-trips).
+    pub fn pause_remaining(&self) -> Option<Duration> {
+        let now = (self.clock)();
+        let st = self.lock();
+        match st.paused_until {
+            Some(until) if st.open && now < until => Some(until - now),
+            _ => None,
+        }
+    }
+
     /// Consecutive connection errors so far.
     pub fn consecutive_errors(&self) -> u32 {
         self.lock().consecutive
@@ -255,6 +266,7 @@ mod tests {
         assert!(!b.is_open());
         let pause = b.record_connection_error().expect("third error trips");
         assert!(b.is_open());
+        assert_eq!(b.pause_remaining(), Some(pause));
         assert_eq!(gate.pauses.load(Ordering::SeqCst), 1);
         assert!(pause >= Duration::from_millis(500) && pause <= Duration::from_secs(1));
     }
@@ -284,6 +296,11 @@ mod tests {
             assert_eq!(b.record_connection_error(), None);
         }
         assert_eq!(gate.pauses.load(Ordering::SeqCst), 1);
+        // Once the pause is over the breaker is still open (no success yet) but lets a probe
+        // through.
+        _clock.advance(Duration::from_secs(2));
+        assert!(b.is_open());
+        assert_eq!(b.pause_remaining(), None);
     }
 
     #[test]

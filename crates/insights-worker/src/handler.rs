@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::breaker::Breaker;
 use crate::defaults::{
-    CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET, WRITE_RETRY_MAX,
-    WRITE_RETRY_MIN,
+    BREAKER_POLL, CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET,
+    WRITE_RETRY_MAX, WRITE_RETRY_MIN,
 };
 use crate::metrics::{Metrics, SkipReason, Stage};
 
@@ -174,6 +174,14 @@ impl Pipeline {
 
         // 1. Load: one short statement (shared with concurrent jobs), connection back in the pool
         // before anything else happens.
+        // While the breaker's pause runs the database is presumed down: do not add to the
+        // connection attempts; come back later without burning an attempt.
+        if p.breaker.pause_remaining().is_some() {
+            return Err(Verdict::Snooze {
+                delay: CONNECTION_SNOOZE,
+                reason: "app database unavailable (circuit breaker open)".to_owned(),
+            });
+        }
         let t = Instant::now();
         let loaded = p.loader.load(lead_id).await;
         p.metrics.stage(Stage::Load, t.elapsed());
@@ -268,6 +276,13 @@ impl Pipeline {
         let deadline = Instant::now() + WRITE_RETRY_BUDGET;
         let mut delay = WRITE_RETRY_MIN;
         loop {
+            // Wait out the breaker's pause instead of knocking on a database presumed down.
+            while let Some(left) = p.breaker.pause_remaining() {
+                if Instant::now() + left >= deadline {
+                    break;
+                }
+                tokio::time::sleep(left.min(BREAKER_POLL)).await;
+            }
             match p.writer.write(record.clone()).await {
                 Ok(outcome) => {
                     p.breaker.record_success();

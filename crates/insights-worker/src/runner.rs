@@ -15,13 +15,13 @@ use apalis_core::monitor::Monitor;
 use apalis_core::worker::builder::WorkerBuilder;
 use insights_core::{INSIGHTS_QUEUE, InsightJob, SecretString, Settings};
 use insights_llm::LlmClient;
-use insights_queue::{FetchControl, Queue, QueueBackend};
+use insights_queue::{FetchControl, Queue, QueueBackend, WorkerStats};
 use insights_store::{ConversationLoader, InsightWriter, LoaderConfig, Store, WriterConfig};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::breaker::Breaker;
-use crate::defaults::{IDLE_POLL_INTERVAL, SHUTDOWN_TIMEOUT, SUMMARY_INTERVAL};
+use crate::defaults::{IDLE_POLL_INTERVAL, READY_CACHE, SHUTDOWN_TIMEOUT, SUMMARY_INTERVAL};
 use crate::error::WorkerError;
 use crate::handler::{Pipeline, PipelineConfig, handle_insight_job};
 use crate::http::{self, HttpParts};
@@ -149,6 +149,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
         insights_queue::WorkerOptions::with_concurrency(concurrency),
     );
     let control: FetchControl = backend.fetch_control();
+    let backend_stats = backend.stats();
     let breaker = Breaker::new(s.breaker_threshold, Arc::new(control));
     let writer = InsightWriter::spawn(store.clone(), WriterConfig::default());
     let loader = ConversationLoader::spawn(store.clone(), LoaderConfig::new(s.max_messages));
@@ -182,7 +183,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
 
     let http_task = match options.http_bind {
         Some(bind) => {
-            let probe = queue_probe(&queue);
+            let probe = queue_probe(&queue, Some(backend_stats.clone()));
             let parts = HttpParts {
                 metrics: metrics.clone(),
                 breaker: Some(breaker.clone()),
@@ -284,16 +285,51 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Readiness of the queue database: one cheap count query under the probe's timeout.
-fn queue_probe(queue: &Queue) -> http::ReadyProbe {
+/// Readiness of the queue database without turning probes into connection attempts: not
+/// ready as soon as the worker's own queue calls failed since the last look (no query at all),
+/// otherwise one cheap count query whose answer is reused for [`READY_CACHE`].
+fn queue_probe(queue: &Queue, backend_stats: Option<WorkerStats>) -> http::ReadyProbe {
+    struct Seen {
+        at: Option<Instant>,
+        answer: Result<(), String>,
+        db_errors: u64,
+    }
+    let seen = Arc::new(tokio::sync::Mutex::new(Seen {
+        at: None,
+        answer: Ok(()),
+        db_errors: 0,
+    }));
     let queue = queue.clone();
     Arc::new(move || {
         let q = queue.clone();
+        let seen = seen.clone();
+        let stats = backend_stats.clone();
         Box::pin(async move {
-            q.counts(INSIGHTS_QUEUE)
+            // One probe at a time: concurrent callers wait for (and reuse) its answer.
+            let mut seen = seen.lock().await;
+            if let Some(stats) = &stats {
+                let errors = stats.snapshot().db_errors;
+                let grew = errors > seen.db_errors;
+                seen.db_errors = errors;
+                if grew {
+                    seen.at = Some(Instant::now());
+                    seen.answer = Err("the worker's queue calls are failing".to_owned());
+                    return seen.answer.clone();
+                }
+            }
+            if let Some(at) = seen.at
+                && at.elapsed() < READY_CACHE
+            {
+                return seen.answer.clone();
+            }
+            let answer = q
+                .counts(INSIGHTS_QUEUE)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            seen.at = Some(Instant::now());
+            seen.answer = answer.clone();
+            answer
         })
     })
 }
@@ -309,7 +345,7 @@ pub async fn shutdown_signal() {
 /// `insights dashboard`: the HTTP surface (board, health, metrics) without a worker.
 pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
     let queue = wiring::queue(settings).await?;
-    let probe = queue_probe(&queue);
+    let probe = queue_probe(&queue, None);
     let parts = HttpParts {
         metrics: Metrics::new(),
         breaker: None,

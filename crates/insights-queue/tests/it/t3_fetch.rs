@@ -118,11 +118,14 @@ async fn listen_notify_over_a_direct_url_wakes_an_idle_worker() {
     let w = spawn_worker(&queue, WorkerSpec::new("w", 2), st.clone());
     // The first (empty) fetch happens at start; wait until the listener is connected.
     wait_until(secs(10), "listener connected", || async {
-        sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
-            .fetch_one(&e.pool)
-            .await
-            .map(|r| r.get::<i64, _>(0) >= 1)
-            .unwrap_or(false)
+        sqlx::query(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&e.pool)
+        .await
+        .map(|r| r.get::<i64, _>(0) >= 1)
+        .unwrap_or(false)
     })
     .await
     .unwrap();

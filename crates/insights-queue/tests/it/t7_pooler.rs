@@ -20,6 +20,8 @@ async fn eight_workers_through_pgbouncer_transaction_mode() {
     let total = 2_000i64;
     let jobs: Vec<_> = (0..total).map(|i| NewJob::new(TestJob::ok(i))).collect();
     let via_bouncer = pool_for(&bouncer.url(&e.db.name), 2).await;
+    // Migrations also go through the pooler (transaction-scoped lock, no session state).
+    insights_queue::migrate(&via_bouncer).await.unwrap();
     let producer = Queue::new(via_bouncer.clone(), test_config());
     let out = producer.push_bulk(Q, jobs).await.unwrap();
     assert_eq!(out.inserted, total as u64);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 /// A running (or finished) child, killed on drop. Its log directory (under the system temp
-/// directory) is kept for inspection; [`Proc::describe`] names it.
+/// directory) is removed on drop, except while a panic unwinds (a failing test), so the logs
+/// of a failure stay for inspection; [`Proc::describe`] names the directory.
 #[derive(Debug)]
 pub struct Proc {
     pub label: String,
@@ -152,6 +153,15 @@ impl Proc {
             self.dir.display(),
             tail(&self.stderr(), 40)
         )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The child itself is killed by `kill_on_drop`.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -170,9 +170,16 @@ impl Breaker {
     /// handler does not try it (after it, one probe decides: success closes, failure re-trips).
     pub fn pause_remaining(&self) -> Option<Duration> {
         let now = (self.clock)();
+        self.paused_until()
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    /// When the current pause ends, while one runs.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let now = (self.clock)();
         let st = self.lock();
         match st.paused_until {
-            Some(until) if st.open && now < until => Some(until - now),
+            Some(until) if st.open && now < until => Some(until),
             _ => None,
         }
     }

@@ -13,9 +13,6 @@ pub const BREAKER_BASE_PAUSE: Duration = Duration::from_secs(1);
 /// between probes.
 pub const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
 
-/// How often a write waiting out the breaker's pause looks again (no database involved).
-pub const BREAKER_POLL: Duration = Duration::from_millis(100);
-
 /// How long a readiness answer from the queue database is reused: a probe that polls
 /// `/readyz` every second must not become a stream of connection attempts during an outage.
 pub const READY_CACHE: Duration = Duration::from_secs(2);

@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::breaker::Breaker;
 use crate::defaults::{
-    BREAKER_POLL, CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET,
-    WRITE_RETRY_MAX, WRITE_RETRY_MIN,
+    CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET, WRITE_RETRY_MAX,
+    WRITE_RETRY_MIN,
 };
 use crate::metrics::{Metrics, SkipReason, Stage};
 
@@ -277,11 +277,13 @@ impl Pipeline {
         let mut delay = WRITE_RETRY_MIN;
         loop {
             // Wait out the breaker's pause instead of knocking on a database presumed down.
-            while let Some(left) = p.breaker.pause_remaining() {
-                if Instant::now() + left >= deadline {
+            // Every waiting write wakes at the same instant (the pause's end), so they go out
+            // together in one batch: one probe instead of one per job.
+            while let Some(until) = p.breaker.paused_until() {
+                if until >= deadline {
                     break;
                 }
-                tokio::time::sleep(left.min(BREAKER_POLL)).await;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
             }
             match p.writer.write(record.clone()).await {
                 Ok(outcome) => {
@@ -294,9 +296,11 @@ impl Pipeline {
                         p.breaker.record_connection_error();
                     }
                     tracing::debug!(lead_id = record.lead_id, error = %e, "insight write failed; retrying");
-                    let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
-                    tokio::time::sleep(jittered).await;
-                    delay = (delay * 2).min(WRITE_RETRY_MAX);
+                    if p.breaker.paused_until().is_none() {
+                        let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
+                        tokio::time::sleep(jittered).await;
+                        delay = (delay * 2).min(WRITE_RETRY_MAX);
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -17,6 +17,16 @@ pub const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
 /// `/readyz` every second must not become a stream of connection attempts during an outage.
 pub const READY_CACHE: Duration = Duration::from_secs(2);
 
+/// Store-level retries of the worker's own store (loads and insight writes): one quick retry
+/// absorbs a single dropped connection; anything longer goes to the breaker (which pauses) and
+/// the handler's breaker-gated write retries, instead of every call knocking several times on
+/// a database that is down.
+pub const HANDLER_STORE_RETRY: insights_store::RetryPolicy = insights_store::RetryPolicy {
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_millis(100),
+    max_retries: 1,
+};
+
 /// How long an LLM quota error pauses fetching: quota rarely comes back within seconds, and
 /// every fetched job would fail the same way.
 pub const QUOTA_PAUSE: Duration = Duration::from_secs(60);

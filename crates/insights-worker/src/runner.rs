@@ -21,7 +21,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::breaker::Breaker;
-use crate::defaults::{IDLE_POLL_INTERVAL, READY_CACHE, SHUTDOWN_TIMEOUT, SUMMARY_INTERVAL};
+use crate::defaults::{
+    HANDLER_STORE_RETRY, IDLE_POLL_INTERVAL, READY_CACHE, SHUTDOWN_TIMEOUT, SUMMARY_INTERVAL,
+};
 use crate::error::WorkerError;
 use crate::handler::{Pipeline, PipelineConfig, handle_insight_job};
 use crate::http::{self, HttpParts};
@@ -112,7 +114,16 @@ pub async fn run_worker(options: WorkerOptions) -> Result<WorkSummary, WorkerErr
     let llm = wiring::llm_client(s)?;
     let (app_pool, app_ps) = wiring::app_pool(s).await?;
     let (queue_pool, queue_ps) = wiring::queue_pool(s).await?;
-    let store = Store::new(app_pool, insights_store::StoreOptions::for_pool(&app_ps));
+    // The handler's store calls retry once (a single dropped connection); a longer outage is
+    // the circuit breaker's and the queue's business, so store-level retries do not multiply
+    // the connection attempts against a database that is down.
+    let store = Store::new(
+        app_pool,
+        insights_store::StoreOptions {
+            retry: HANDLER_STORE_RETRY,
+            ..insights_store::StoreOptions::for_pool(&app_ps)
+        },
+    );
     let queue = Queue::new(queue_pool, wiring::queue_config(s));
     tracing::debug!(queue_target = %queue_ps.target(), "queue pool ready");
     let backend_sampler = Some(pool_size_sampler(

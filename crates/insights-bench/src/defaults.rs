@@ -49,6 +49,8 @@ pub const TARGET_DECAY_RATIO: f64 = 0.8;
 pub const PIPELINE_LEADS: usize = 20_000;
 pub const PIPELINE_CONCURRENCY: usize = 64;
 pub const PIPELINE_POOL_MAX: u32 = 4;
+/// Seed of the synthetic leads (deterministic content).
+pub const SEED: u64 = 42;
 pub const TARGET_PIPELINE_LEADS_PER_S: f64 = 5_000.0;
 
 pub const CONNECTIONS_LLM_LATENCY: Duration = Duration::from_secs(1);
@@ -56,6 +58,9 @@ pub const CONNECTIONS_CONCURRENCY: usize = 256;
 pub const CONNECTIONS_POOL_MAX: u32 = 4;
 /// Leads for the connections run: enough for ~20 s of steady state at the ideal rate.
 pub const CONNECTIONS_LEADS: usize = 5_120;
+/// Leads the naive baseline works through: it does pool_max leads per LLM latency (4/s), so
+/// this is about 20 s.
+pub const NAIVE_LEADS: usize = 80;
 pub const TARGET_CONNECTIONS_FRACTION_OF_IDEAL: f64 = 0.97;
 pub const TARGET_CONNECTIONS_MIN_LEADS_PER_S: f64 = 248.0;
 pub const TARGET_CONNECTIONS_MAX_BACKENDS: i64 = 6;

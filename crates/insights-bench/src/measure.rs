@@ -99,6 +99,27 @@ pub fn drain_deadline(jobs: usize, per_job: Duration, concurrency: usize) -> Ins
     Instant::now() + by_rate.max(by_handler) + DRAIN_DEADLINE_SLACK
 }
 
+/// Polls `check` every `every` until it says yes; an error or the deadline ends the wait.
+pub async fn wait_for<F, Fut>(
+    deadline: Instant,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("deadline passed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Waits until every handler has run (memory only), then until the database says all `jobs`
 /// are done (the batched completions landed). Returns the instant the last completion was seen.
 pub async fn wait_drained<F, Fut>(
@@ -287,6 +308,13 @@ pub fn peak_rss_mb(pid: &str) -> anyhow::Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM line")?;
     Ok(kb / 1024.0)
+}
+
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux: `5` into `clear_refs`),
+/// so a later [`peak_rss_mb`] covers only what ran since.
+pub fn reset_peak_rss() -> anyhow::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .context("resetting VmHWM via /proc/self/clear_refs")
 }
 
 /// Jobs per second over a span.

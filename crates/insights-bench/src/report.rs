@@ -80,10 +80,18 @@ pub fn table(title: &str, rows: &[Row], notes: &[String]) -> String {
         "target".to_owned(),
         "result".to_owned(),
     ]];
+    let mut errors: Vec<&str> = Vec::new();
     for r in rows {
         let ours = match &r.ours {
             Ok(v) => fmt_num(*v),
-            Err(e) => format!("error: {e}"),
+            Err(e) if e == "skipped" || e == "n/a" => e.clone(),
+            Err(e) => {
+                let i = errors.iter().position(|x| x == e).unwrap_or_else(|| {
+                    errors.push(e);
+                    errors.len() - 1
+                });
+                format!("error [{}]", i + 1)
+            }
         };
         let (baseline, ratio) = match (&r.baseline, &r.ours) {
             (Some((name, b)), Ok(o)) => (
@@ -144,6 +152,9 @@ pub fn table(title: &str, rows: &[Row], notes: &[String]) -> String {
     }
     for n in notes {
         out.push_str(&format!("note: {n}\n"));
+    }
+    for (i, e) in errors.iter().enumerate() {
+        out.push_str(&format!("error [{}]: {e}\n", i + 1));
     }
     out
 }

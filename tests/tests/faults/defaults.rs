@@ -41,6 +41,9 @@ pub const TERMINATE_EVERY: Duration = Duration::from_millis(500);
 pub const TERMINATE_FOR: Duration = Duration::from_secs(5);
 pub const SATURATION_HOLD: Duration = Duration::from_secs(5);
 pub const BLACKHOLE_FOR: Duration = Duration::from_secs(10);
+/// A blackhole well beyond the worker's 10 s statement timeout (scenario 5b, beyond the
+/// issue's list): every pooled connection has time to time out inside it.
+pub const LONG_BLACKHOLE_FOR: Duration = Duration::from_secs(25);
 pub const LLM_OUTAGE_FOR: Duration = Duration::from_secs(10);
 
 /// Scenario 8's LLM faults besides the outage.

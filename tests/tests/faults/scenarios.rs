@@ -4,7 +4,8 @@
 use insights_llm::mock::RateLimitBurst;
 
 use crate::defaults::{
-    BURST_EVERY, BURST_LEN, BURST_RETRY_AFTER_MS, LLM_FAIL_RATE, LLM_MALFORMED_RATE,
+    BLACKHOLE_FOR, BURST_EVERY, BURST_LEN, BURST_RETRY_AFTER_MS, LLM_FAIL_RATE, LLM_MALFORMED_RATE,
+    LONG_BLACKHOLE_FOR,
 };
 use crate::runner::{Fault, Spec, run};
 
@@ -54,9 +55,26 @@ async fn s4_pooler_saturated_for_5s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s5_network_blackhole_for_10s() {
-    run(Spec::new(5, "10 s network blackhole", Fault::Blackhole))
-        .await
-        .unwrap();
+    run(Spec::new(
+        5,
+        "10 s network blackhole",
+        Fault::Blackhole(BLACKHOLE_FOR),
+    ))
+    .await
+    .unwrap();
+}
+
+/// Not in the list: the same blackhole, longer than the worker's 10 s statement
+/// timeout, so statements time out while the network still swallows everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5b_network_blackhole_for_25s() {
+    run(Spec::new(
+        50,
+        "25 s network blackhole",
+        Fault::Blackhole(LONG_BLACKHOLE_FOR),
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,7 +121,7 @@ fn build_task<T: DeserializeOwned>(
         .attempt(prev_attempts)
         .max_attempts(usize::try_from(job.max_attempts).unwrap_or(1))
         .queue(apalis_core::backend::queue::Queue::from(queue))
-        .run_at_timestamp(u64::try_from(job.run_at_unix).unwrap_or(0))
+        .run_at_timestamp(u64::try_from(job.run_at.timestamp()).unwrap_or(0))
         .data(lease);
     if let Some(key) = &job.dedupe_key {
         builder = builder.idempotency_key(key);

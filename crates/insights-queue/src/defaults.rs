@@ -25,6 +25,11 @@ pub const COMPLETION_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Most completions written by one statement.
 pub const COMPLETION_MAX_BATCH: usize = 1_000;
 
+/// How often a worker's fetch scans the index from its head instead of after its cursor, so
+/// jobs that sort before the cursor (handed back, higher priority) wait at most this long
+/// while a backlog is being drained.
+pub const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Most jobs claimed by one fetch statement (a fetch never claims more than the free slots).
 pub const FETCH_MAX_BATCH: usize = 200;
 

@@ -19,7 +19,7 @@ use crate::backoff::DbBackoff;
 use crate::control::FetchControl;
 use crate::defaults;
 use crate::queue::Queue;
-use crate::statements::{self, Completion, FetchedJob};
+use crate::statements::{self, Completion, FetchCursor, FetchedJob};
 use crate::stats::WorkerStats;
 
 /// How often the shutdown watcher looks at the worker's state.
@@ -309,14 +309,11 @@ fn log_db_error(shared: &Shared, what: &str, e: &crate::QueueError, failures: u3
 /// trip per batch.
 const MAX_OUTSTANDING_FETCHES: usize = 2;
 
-type FetchFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (usize, Result<Vec<FetchedJob>, crate::QueueError>)>
-            + Send,
-    >,
->;
+/// (slots reserved, whether it started after a cursor, result)
+type FetchOutput = (usize, bool, Result<Vec<FetchedJob>, crate::QueueError>);
+type FetchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = FetchOutput> + Send>>;
 
-fn issue_fetch(shared: &Arc<Shared>, want: usize) -> FetchFuture {
+fn issue_fetch(shared: &Arc<Shared>, want: usize, after: Option<FetchCursor>) -> FetchFuture {
     let shared = shared.clone();
     Box::pin(async move {
         let cfg = &shared.queue.inner.config;
@@ -329,9 +326,10 @@ fn issue_fetch(shared: &Arc<Shared>, want: usize) -> FetchFuture {
             &shared.worker_id,
             token,
             cfg.lease_duration,
+            after,
         )
         .await;
-        (want, res)
+        (want, after.is_some(), res)
     })
 }
 
@@ -348,6 +346,12 @@ async fn fetch_loop(shared: Arc<Shared>) {
     let mut outstanding: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
     // Set when a fetch came back short (the queue is drained) or failed: wait before asking.
     let mut wait_until: Option<Instant> = None;
+    // Fetches start after the last key fetched, except every FULL_SCAN_INTERVAL and when the
+    // part after the cursor ran dry: then a scan from the head finds jobs that sort earlier
+    // (handed back, higher priority, back-dated run_at).
+    let mut cursor: Option<FetchCursor> = None;
+    let mut force_full = true;
+    let mut last_full = Instant::now();
     loop {
         let stopping = stop.is_cancelled();
         if stopping && outstanding.is_empty() {
@@ -371,8 +375,18 @@ async fn fetch_loop(shared: Arc<Shared>) {
                     break;
                 }
                 let want = free.min(cfg.fetch_max_batch.max(1));
+                let after = if force_full
+                    || cursor.is_none()
+                    || last_full.elapsed() >= defaults::FULL_SCAN_INTERVAL
+                {
+                    force_full = false;
+                    last_full = Instant::now();
+                    None
+                } else {
+                    cursor
+                };
                 shared.in_flight.fetch_add(want, Ordering::AcqRel);
-                outstanding.push(issue_fetch(&shared, want));
+                outstanding.push(issue_fetch(&shared, want, after));
             }
         }
         let sleep_for = if stopping {
@@ -384,7 +398,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
         };
         tokio::select! {
             // In-flight fetches are awaited even when stopping: their leases are handed back.
-            Some((want, res)) = outstanding.next(), if !outstanding.is_empty() => {
+            Some((want, bounded, res)) = outstanding.next(), if !outstanding.is_empty() => {
                 match res {
                     Ok(jobs) => {
                         if backoff.failures() > 0 {
@@ -394,6 +408,12 @@ async fn fetch_loop(shared: Arc<Shared>) {
                         let got = jobs.len();
                         for _ in got..want {
                             shared.release_slot_quiet();
+                        }
+                        if let Some(last) = jobs.last() {
+                            let c = FetchCursor::of(last);
+                            if cursor.is_none_or(|old| c.key() > old.key()) {
+                                cursor = Some(c);
+                            }
                         }
                         if got > 0 {
                             shared.stats.add_fetched(got as u64);
@@ -410,9 +430,17 @@ async fn fetch_loop(shared: Arc<Shared>) {
                                 shared.wake_worker();
                             }
                         }
-                        if got < want && wait_until.is_none() {
-                            // Drained: poll again later (or when notified).
-                            wait_until = Some(Instant::now() + cfg.poll_interval);
+                        if got < want {
+                            if bounded {
+                                // Dry after the cursor: look from the head at once.
+                                force_full = true;
+                            } else {
+                                // Drained: poll again later (or when notified).
+                                cursor = None;
+                                if wait_until.is_none() {
+                                    wait_until = Some(Instant::now() + cfg.poll_interval);
+                                }
+                            }
                         }
                     }
                     Err(e) => {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use crate::db::{self, op_err};
@@ -19,7 +20,7 @@ pub(crate) struct FetchedJob {
     pub max_attempts: i32,
     pub priority: i16,
     pub dedupe_key: Option<String>,
-    pub run_at_unix: i64,
+    pub run_at: DateTime<Utc>,
 }
 
 /// How a job leaves the running state. `state` is one of available (handed back unstarted),
@@ -39,22 +40,37 @@ pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-const FETCH_SQL: &str = r#"
-WITH next AS (
-    SELECT id FROM insights_queue.jobs
-    WHERE queue = $1 AND state IN ('available','scheduled','retryable') AND run_at <= now()
-    ORDER BY priority, run_at, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE insights_queue.jobs j
-SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
-    locked_by = $3, lease_token = $4, lease_until = now() + $5 * interval '1 millisecond'
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.payload::text AS payload, j.attempt, j.max_attempts, j.priority, j.dedupe_key,
-          extract(epoch FROM j.run_at)::bigint AS run_at_unix
-"#;
+/// Where a worker's last full fetch ended in the fetch index (see migration 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FetchCursor {
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+    pub id: i64,
+}
 
+impl FetchCursor {
+    pub(crate) fn key(&self) -> (i16, DateTime<Utc>, i64) {
+        (self.priority, self.run_at, self.id)
+    }
+
+    pub(crate) fn of(job: &FetchedJob) -> Self {
+        Self {
+            priority: job.priority,
+            run_at: job.run_at,
+            id: job.id,
+        }
+    }
+}
+
+/// See migration 2 for why the fetch lives in functions.
+const FETCH_SQL: &str = "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at \
+     FROM insights_queue.fetch_jobs($1, $2, $3, $4, $5)";
+
+const FETCH_AFTER_SQL: &str = "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at \
+     FROM insights_queue.fetch_jobs_after($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Leases up to `limit` jobs, in (priority, run_at, id) order, starting after `after` when
+/// given.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn fetch(
     pool: &PgPool,
@@ -64,20 +80,27 @@ pub(crate) async fn fetch(
     worker_id: &str,
     token: i64,
     lease: Duration,
+    after: Option<FetchCursor>,
 ) -> Result<Vec<FetchedJob>, QueueError> {
     const OP: &str = "fetch";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = db::with_timeout(OP, timeout, async {
         let mut tx = pool.begin().await.map_err(op_err(OP))?;
-        let rows = sqlx::query(FETCH_SQL)
-            .persistent(false)
-            .bind(queue)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(worker_id)
-            .bind(token)
-            .bind(ms(lease))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
+        let q = match after {
+            None => sqlx::query(FETCH_SQL),
+            Some(_) => sqlx::query(FETCH_AFTER_SQL),
+        }
+        .persistent(false)
+        .bind(queue)
+        .bind(limit)
+        .bind(worker_id)
+        .bind(token)
+        .bind(ms(lease));
+        let q = match after {
+            None => q,
+            Some(c) => q.bind(c.priority).bind(c.run_at).bind(c.id),
+        };
+        let rows = q.fetch_all(&mut *tx).await.map_err(op_err(OP))?;
         tx.commit().await.map_err(op_err(OP))?;
         Ok(rows)
     })
@@ -93,13 +116,13 @@ pub(crate) async fn fetch(
                 max_attempts: r.try_get("max_attempts")?,
                 priority: r.try_get("priority")?,
                 dedupe_key: r.try_get("dedupe_key")?,
-                run_at_unix: r.try_get("run_at_unix")?,
+                run_at: r.try_get("run_at")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(op_err(OP))?;
     // UPDATE .. RETURNING does not keep the CTE's order.
-    jobs.sort_by_key(|j| (j.priority, j.run_at_unix, j.id));
+    jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
     Ok(jobs)
 }
 

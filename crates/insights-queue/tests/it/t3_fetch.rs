@@ -167,3 +167,49 @@ async fn fetch_control_pauses_and_resumes_fetching() {
     .unwrap();
     w.stop().await.unwrap();
 }
+
+/// Fetches start after a cursor to skip dead index entries; jobs that sort before the cursor
+/// (higher priority, back-dated) must still be picked up while a backlog drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_sorting_before_the_fetch_cursor_are_not_starved_by_a_backlog() {
+    let e = env("q_cursor", test_config()).await;
+    let jobs: Vec<_> = (0..3_000)
+        .map(|i| NewJob::new(TestJob::with(i, Behave::Sleep { ms: 5 })))
+        .collect();
+    e.queue.push_bulk(Q, jobs).await.unwrap();
+    let st = TestState::new(e.pool.clone());
+    let w = spawn_worker(&e.queue, WorkerSpec::new("w", 4), st.clone());
+    wait_until(secs(60), "backlog under way", || async {
+        st.finished.load(Ordering::SeqCst) >= 200
+    })
+    .await
+    .unwrap();
+    e.queue
+        .push(Q, NewJob::new(TestJob::ok(100_001)).priority(-10))
+        .await
+        .unwrap();
+    e.queue
+        .push(
+            Q,
+            NewJob::new(TestJob::ok(100_002))
+                .run_at(chrono::Utc::now() - chrono::Duration::hours(1)),
+        )
+        .await
+        .unwrap();
+    wait_until(secs(30), "early-sorting jobs done", || async {
+        sqlx::query("SELECT count(*) FROM effects WHERE n > 100000")
+            .fetch_one(&e.pool)
+            .await
+            .map(|r| r.get::<i64, _>(0) == 2)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    let left = state_count(&e.pool, "available").await;
+    w.control.pause_for(secs(60));
+    w.stop().await.unwrap();
+    assert!(
+        left > 0,
+        "they ran before the backlog drained (left: {left})"
+    );
+}

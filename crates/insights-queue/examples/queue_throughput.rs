@@ -60,9 +60,20 @@ async fn fresh(label: &str, max_conn: u32) -> (insights_testkit::TestDb, Queue) 
 }
 
 async fn push(queue: &Queue, n: usize, sleep_ms: u64) -> Duration {
+    push_with(queue, n, sleep_ms, true).await
+}
+
+async fn push_with(queue: &Queue, n: usize, sleep_ms: u64, keys: bool) -> Duration {
     let t = Instant::now();
     let jobs: Vec<_> = (0..n as u64)
-        .map(|i| NewJob::new(Job { n: i, sleep_ms }).dedupe_key(format!("k{i}")))
+        .map(|i| {
+            let j = NewJob::new(Job { n: i, sleep_ms });
+            if keys {
+                j.dedupe_key(format!("k{i}"))
+            } else {
+                j
+            }
+        })
         .collect();
     let out = queue.push_bulk("bench", jobs).await.unwrap();
     assert_eq!(out.inserted as usize, n);
@@ -137,6 +148,12 @@ async fn main() {
         let took = push(&q, 100_000, 0).await;
         println!(
             "enqueue 100k (dedupe keys): {:.0} jobs/s",
+            100_000.0 / took.as_secs_f64()
+        );
+        let (_db, q) = fresh("bench_enqueue_nokey", 4).await;
+        let took = push_with(&q, 100_000, 0, false).await;
+        println!(
+            "enqueue 100k (no keys): {:.0} jobs/s",
             100_000.0 / took.as_secs_f64()
         );
     }

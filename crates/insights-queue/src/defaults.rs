@@ -56,10 +56,10 @@ pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rows per `push_bulk` statement.
-pub const PUSH_CHUNK: usize = 5_000;
+pub const PUSH_CHUNK: usize = 2_500;
 
 /// `push_bulk` statements in flight at once (each on its own connection).
-pub const PUSH_PARALLEL: usize = 2;
+pub const PUSH_PARALLEL: usize = 3;
 
 /// Rescued rows per rescue statement.
 pub const RESCUE_BATCH: i64 = 1_000;

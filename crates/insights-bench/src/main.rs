@@ -33,8 +33,9 @@ async fn main() -> ExitCode {
     // Logs of the code under test go to stderr; quiet unless RUST_LOG asks.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,sqlx::pool::acquire=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::defaults::*;
 use crate::naive;
-use crate::pipeline::{self, PipelineEnv, PipelineSpec};
+use crate::pipeline::{self, PipelineEnv, PipelineOutcome, PipelineSpec};
 use crate::report::{Json, Row, Target, table};
 
 #[derive(Debug, Clone, Args)]
@@ -61,6 +61,14 @@ fn flat<T>(r: anyhow::Result<T>) -> Result<T, String> {
     r.map_err(|e| format!("{e:#}"))
 }
 
+fn stages(o: &PipelineOutcome) -> String {
+    let m = &o.summary.metrics;
+    format!(
+        "{:.1} / {:.1} / {:.1}",
+        m.mean_load_ms, m.mean_llm_ms, m.mean_write_ms
+    )
+}
+
 /// `pipeline`: 20,000 leads, mock at 0 ms, leads/s end to end.
 pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
     let spec = PipelineSpec {
@@ -91,6 +99,9 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
             .set("peak_rss_mb", o.and_then(|o| o.peak_rss_mb))
             .set("leads", o.map(|o| o.leads as f64))
             .set("llm_calls", o.map(|o| o.llm_calls as f64))
+            .set("mean_load_ms", o.map(|o| o.summary.metrics.mean_load_ms))
+            .set("mean_llm_ms", o.map(|o| o.summary.metrics.mean_llm_ms))
+            .set("mean_write_ms", o.map(|o| o.summary.metrics.mean_write_ms))
             .set("concurrency", Some(spec.concurrency as f64))
             .set("pool_max", Some(f64::from(spec.pool_max)));
         if let Err(e) = &outcome {
@@ -119,6 +130,10 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
                 o().and_then(|o| o.peak_rss_mb.ok_or_else(|| "n/a".to_owned())),
             ),
             Row::new("  LLM calls", o().map(|o| o.llm_calls as f64)),
+            Row::text(
+                "  mean stage times load / LLM / write, ms (diagnostic)",
+                o().map(stages).unwrap_or_else(|_| "n/a".to_owned()),
+            ),
         ];
         let notes = vec![
             format!(
@@ -205,7 +220,10 @@ pub async fn run_connections(a: ConnectionsArgs) -> anyhow::Result<bool> {
             )
             .set("leads", o.map(|o| o.leads as f64))
             .set("naive_leads", n.map(|n| n.leads as f64))
-            .set("llm_calls", o.map(|o| o.llm_calls as f64));
+            .set("llm_calls", o.map(|o| o.llm_calls as f64))
+            .set("mean_load_ms", o.map(|o| o.summary.metrics.mean_load_ms))
+            .set("mean_llm_ms", o.map(|o| o.summary.metrics.mean_llm_ms))
+            .set("mean_write_ms", o.map(|o| o.summary.metrics.mean_write_ms));
         let errors: Vec<String> = [
             ("ours", ours.as_ref().err()),
             ("naive", naive.as_ref().err()),
@@ -245,6 +263,12 @@ pub async fn run_connections(a: ConnectionsArgs) -> anyhow::Result<bool> {
                 ours.as_ref().map(|o| o.mean_hold_ms).map_err(Clone::clone),
             )
             .baseline("naive", n.map(|n| n.mean_hold_ms)),
+            Row::text(
+                "  mean stage times load / LLM / write, ms (diagnostic)",
+                ours.as_ref()
+                    .map(stages)
+                    .unwrap_or_else(|_| "n/a".to_owned()),
+            ),
             Row::new(
                 "worker peak RSS, MB",
                 ours.as_ref()

@@ -10,6 +10,8 @@ pub struct Row {
     pub ours: Result<f64, String>,
     pub baseline: Option<(String, f64)>,
     pub target: Option<Target>,
+    /// Free text shown instead of a number (diagnostics).
+    pub text: Option<String>,
 }
 
 /// A target: at least / at most a value, optionally relative to the baseline.
@@ -28,6 +30,15 @@ impl Row {
             ours,
             baseline: None,
             target: None,
+            text: None,
+        }
+    }
+
+    /// A diagnostic line with text instead of a figure.
+    pub fn text(metric: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            text: Some(text.into()),
+            ..Self::new(metric, Err(String::new()))
         }
     }
 
@@ -84,6 +95,7 @@ pub fn table(title: &str, rows: &[Row], notes: &[String]) -> String {
     for r in rows {
         let ours = match &r.ours {
             Ok(v) => fmt_num(*v),
+            _ if r.text.is_some() => r.text.clone().unwrap_or_default(),
             Err(e) if e == "skipped" || e == "n/a" => e.clone(),
             Err(e) => {
                 let i = errors.iter().position(|x| x == e).unwrap_or_else(|| {
@@ -219,6 +231,19 @@ mod tests {
         let t = table("T", &rows, &[]);
         assert_eq!(t.lines().count(), 5);
         assert!(t.contains("FAIL"));
+    }
+
+    #[test]
+    fn errors_are_listed_once_and_text_rows_show_their_text() {
+        let rows = vec![
+            Row::new("a", Err("boom".into())),
+            Row::new("b", Err("boom".into())),
+            Row::text("c", "1 / 2 / 3"),
+        ];
+        let t = table("T", &rows, &[]);
+        assert_eq!(t.matches("error [1]: boom").count(), 1);
+        assert!(t.contains("1 / 2 / 3"));
+        assert!(!t.contains("error [2]"));
     }
 
     #[test]

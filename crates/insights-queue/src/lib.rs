@@ -26,7 +26,23 @@
 //!   error; the handler never sees it.
 //!
 //! Give `WorkerBuilder::concurrency(n)` the same `n` as [`WorkerOptions::concurrency`]: the
-//! backend never leases more jobs than that.
+//! backend never leases more jobs than that (`.concurrency` needs apalis' `limit` feature).
+//!
+//! # The pool (built by the caller)
+//! - Behind pgbouncer: `PgConnectOptions::extra_float_digits(None)` (pgbouncer refuses the
+//!   start-up parameter); nothing else changes.
+//! - A worker uses up to 4 connections at once (two fetches in flight, the completion writer,
+//!   the heartbeat; plus LISTEN on its own direct connection when configured); it works with
+//!   fewer, it just waits for a connection.
+//! - Every call is bounded by [`QueueConfig::statement_timeout`], so the pool's own
+//!   `acquire_timeout` only needs to be shorter than that.
+//!
+//! # Fetch order
+//! Lowest `priority` first, then oldest `run_at`, then id. To keep the fetch cheap while a
+//! backlog drains (fetched rows leave dead index entries until VACUUM), each worker continues
+//! after the last key it fetched and rescans from the head every
+//! [`defaults::FULL_SCAN_INTERVAL`] or when nothing is left after its cursor; a job that sorts
+//! earlier (higher priority, handed back) therefore waits at most that long behind a backlog.
 
 mod backend;
 pub mod backoff;

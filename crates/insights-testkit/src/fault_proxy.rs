@@ -48,6 +48,8 @@ struct Shared {
     mode: watch::Sender<ProxyMode>,
     attempts: Mutex<Vec<Attempt>>,
     open: std::sync::atomic::AtomicUsize,
+    /// Open connections that swallowed bytes (dead for good, held open by the client).
+    swallowed_open: std::sync::atomic::AtomicUsize,
 }
 
 /// A running proxy. Dropping it stops accepting and closes every connection; prefer
@@ -82,6 +84,7 @@ impl FaultProxy {
             mode,
             attempts: Mutex::new(Vec::new()),
             open: std::sync::atomic::AtomicUsize::new(0),
+            swallowed_open: std::sync::atomic::AtomicUsize::new(0),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
@@ -136,6 +139,14 @@ impl FaultProxy {
     /// Connections currently open through the proxy (client side accepted, not yet closed).
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Open connections that swallowed bytes in a blackhole: their clients still hold them
+    /// although no answer can ever come (evidence of a client without a timeout).
+    pub fn swallowed_connections(&self) -> usize {
+        self.shared
+            .swallowed_open
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops accepting, closes every connection and waits for the tasks to end.
@@ -204,13 +215,30 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-struct OpenGuard<'a>(&'a Shared);
+/// Keeps the open (and swallowed) connection counts true however the task ends.
+struct OpenGuard<'a> {
+    shared: &'a Shared,
+    swallowed: bool,
+}
+
+impl OpenGuard<'_> {
+    fn mark_swallowed(&mut self) {
+        if !self.swallowed {
+            self.swallowed = true;
+            self.shared
+                .swallowed_open
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.open.fetch_sub(1, Relaxed);
+        if self.swallowed {
+            self.shared.swallowed_open.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -218,14 +246,16 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
     shared
         .open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _guard = OpenGuard(&shared);
+    let mut guard = OpenGuard {
+        shared: &shared,
+        swallowed: false,
+    };
     let _ = client.set_nodelay(true);
     let mut mode_rx = shared.mode.subscribe();
     let mut client = client;
     // In blackhole mode the upstream is not even dialled: the client sees an open socket that
     // never answers (like a SYN that got through to a dead path).
     let mut upstream: Option<TcpStream> = None;
-    let mut swallowed = false;
     let mut cbuf = vec![0u8; CHUNK];
     let mut ubuf = vec![0u8; CHUNK];
     loop {
@@ -237,7 +267,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
             }
             return;
         }
-        let blackholed = swallowed || mode == ProxyMode::Blackhole;
+        let blackholed = guard.swallowed || mode == ProxyMode::Blackhole;
         if upstream.is_none() && !blackholed {
             match tokio::time::timeout(
                 UPSTREAM_CONNECT_TIMEOUT,
@@ -273,7 +303,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
                     Ok(n) => n,
                 };
                 if blackholed {
-                    swallowed = true;
+                    guard.mark_swallowed();
                     continue;
                 }
                 if let Some(d) = delay {
@@ -290,7 +320,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
                     Ok(n) => n,
                 };
                 if blackholed {
-                    swallowed = true;
+                    guard.mark_swallowed();
                     continue;
                 }
                 if let Some(d) = delay {
@@ -381,6 +411,7 @@ mod tests {
                 .is_err()
         );
 
+        assert_eq!(proxy.swallowed_connections(), 2);
         // Back to pass: the swallowed connection stays dead, a new one works.
         proxy.set_mode(ProxyMode::Pass);
         assert!(
@@ -436,6 +467,13 @@ mod tests {
             .await
             .unwrap();
         drop((a, b));
+        crate::wait_until(
+            Duration::from_secs(5),
+            "swallowed connections closed",
+            || async { proxy.swallowed_connections() == 0 },
+        )
+        .await
+        .unwrap();
         proxy.shutdown().await;
         // Nothing listens any more.
         assert!(

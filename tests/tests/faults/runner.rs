@@ -99,6 +99,9 @@ pub struct Report {
     pub progress_during_fault: Option<i64>,
     /// `query_wait_timeout` errors pgbouncer logged while saturated (scenario 4).
     pub pooler_wait_timeouts: usize,
+    /// Connections that swallowed bytes in a blackhole and that the worker still held open
+    /// once the run was over (each one a pool slot waiting for an answer that cannot come).
+    pub dead_connections_held: usize,
     /// LLM requests in flight when the worker was SIGKILLed (scenario 6).
     pub killed_in_flight: u64,
     /// Attempts per second of the fault window (evidence for the attempt budget).
@@ -124,7 +127,7 @@ impl Report {
              budget={} not_ready_seen={} probes_unanswered={} llm_calls={} llm_failures_injected={} \
              max_calls_per_lead={} leads_over_budget={} elapsed_ms={} violations={} \
              attempts_per_second={:?} progress_during_fault={} pooler_wait_timeouts={} \
-             killed_in_flight={}",
+             killed_in_flight={} dead_connections_held={}",
             self.number,
             self.name,
             ms(self.outage),
@@ -144,7 +147,8 @@ impl Report {
             self.progress_during_fault
                 .map_or("n/a".to_owned(), |p| p.to_string()),
             self.pooler_wait_timeouts,
-            self.killed_in_flight
+            self.killed_in_flight,
+            self.dead_connections_held
         )
     }
 }
@@ -250,6 +254,8 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
             topo.db.job_counts().await.unwrap_or_default()
         ));
     }
+
+    report.dead_connections_held = topo.proxy.swallowed_connections();
 
     // The worker(s) never exited on their own; a SIGTERM ends them cleanly.
     for (i, w) in workers.iter_mut().enumerate() {

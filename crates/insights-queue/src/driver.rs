@@ -129,6 +129,14 @@ impl Shared {
             });
     }
 
+    /// Stops heartbeating a lease whose job will never report (its future was dropped).
+    pub(crate) fn forget_lease(&self, id: i64, token: i64) {
+        let mut leases = lock(&self.leases);
+        if leases.get(&id) == Some(&token) {
+            leases.remove(&id);
+        }
+    }
+
     /// Queues a completion for the batched writer.
     pub(crate) fn complete(&self, c: Completion) {
         lock(&self.pending).push(c);

@@ -57,13 +57,20 @@ impl<S> std::fmt::Debug for QueueService<S> {
     }
 }
 
-/// Frees the slot even if the job's future is dropped before it finishes (forced shutdown);
-/// such a job keeps its row running until its lease lapses and the rescuer returns it.
-struct SlotGuard(Arc<Shared>);
+/// Frees the slot even if the job's future is dropped before it finishes (forced shutdown).
+/// Such a job also stops being heartbeated, so its lease lapses and the rescuer returns it.
+struct SlotGuard {
+    shared: Arc<Shared>,
+    lease: JobLease,
+    reported: bool,
+}
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.release_slot();
+        if !self.reported {
+            self.shared.forget_lease(self.lease.id, self.lease.token);
+        }
+        self.shared.release_slot();
     }
 }
 
@@ -87,11 +94,16 @@ where
         let fut = self.inner.call(task);
         let shared = self.shared.clone();
         Box::pin(async move {
-            let guard = lease.as_ref().map(|_| SlotGuard(shared.clone()));
+            let mut guard = lease.map(|lease| SlotGuard {
+                shared: shared.clone(),
+                lease,
+                reported: false,
+            });
             let res = fut.await.map_err(Into::into);
-            if let Some(lease) = &lease {
-                let completion = completion_for(lease, &res, &shared.queue.inner.config);
+            if let Some(g) = guard.as_mut() {
+                let completion = completion_for(&g.lease, &res, &shared.queue.inner.config);
                 shared.complete(completion);
+                g.reported = true;
             }
             drop(guard);
             res

@@ -23,6 +23,10 @@ pub const POOL_MAX: u32 = insights_core::defaults::DB_POOL_MAX;
 /// A pooled connection idle longer than this is pinged before use (a cheaper middle ground
 /// than sqlx's ping-on-every-acquire, which costs a round trip per call).
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// Bound on the health check of a connection handed back to the pool. sqlx's own release check
+/// has no bound: on a connection whose bytes vanish (a network blackhole, a middlebox that lost
+/// its state) it never returns and the pool slot is lost for good.
+pub const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections are closed after this, so a quiet worker holds no backends.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);

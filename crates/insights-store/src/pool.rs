@@ -149,6 +149,22 @@ fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
                 Ok(true)
             })
         })
+        .after_release(|conn, _meta| -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+            Box::pin(async move {
+                // A timed-out call drops its future and hands the connection back mid-protocol;
+                // sqlx then pings it with no bound. Bounding the check here means a connection
+                // that cannot answer is closed hard (an `Err` skips sqlx's own ping) instead of
+                // holding its pool slot forever. A healthy connection answers in microseconds.
+                match tokio::time::timeout(defaults::RELEASE_PING_TIMEOUT, conn.ping()).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection did not answer its release check",
+                    ))),
+                }
+            })
+        })
 }
 
 /// A pool that connects on first use. Fails only on a malformed URL.

@@ -25,7 +25,7 @@ impl FetchControl {
         if let Ok(mut p) = self.inner.paused_until.lock() {
             *p = Instant::now().checked_add(duration);
         }
-        self.inner.changed.notify_waiters();
+        self.inner.changed.notify_one();
     }
 
     /// Fetches again at once.
@@ -33,7 +33,7 @@ impl FetchControl {
         if let Ok(mut p) = self.inner.paused_until.lock() {
             *p = None;
         }
-        self.inner.changed.notify_waiters();
+        self.inner.changed.notify_one();
     }
 
     pub fn is_paused(&self) -> bool {
@@ -48,6 +48,8 @@ impl FetchControl {
         (until > now).then(|| until - now)
     }
 
+    /// Completes after the next (or a missed, not yet observed) pause/resume. One permit is
+    /// kept, so a change between the fetch loop's check and its wait is not lost.
     pub(crate) async fn changed(&self) {
         self.inner.changed.notified().await;
     }

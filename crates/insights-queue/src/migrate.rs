@@ -92,47 +92,57 @@ CREATE FUNCTION insights_queue.fetch_jobs(
     p_queue text, p_limit bigint, p_worker text, p_token bigint, p_lease_ms bigint)
 RETURNS TABLE (id bigint, payload text, attempt integer, max_attempts integer,
                priority smallint, dedupe_key text, run_at timestamptz)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET enable_bitmapscan = off SET enable_seqscan = off SET enable_sort = off
 AS $$
-WITH next AS (
-    SELECT id FROM insights_queue.jobs
-    WHERE queue = p_queue AND state IN ('available','scheduled','retryable') AND run_at <= now()
-    ORDER BY priority, run_at, id
-    LIMIT p_limit
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE insights_queue.jobs j
-SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
-    locked_by = p_worker, lease_token = p_token,
-    lease_until = now() + p_lease_ms * interval '1 millisecond'
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.payload::text, j.attempt, j.max_attempts, j.priority, j.dedupe_key, j.run_at
-$$;
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH next AS (
+        SELECT c.id FROM insights_queue.jobs c
+        WHERE c.queue = p_queue AND c.state IN ('available','scheduled','retryable')
+          AND c.run_at <= now()
+        ORDER BY c.priority, c.run_at, c.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE insights_queue.jobs j
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
+        locked_by = p_worker, lease_token = p_token,
+        lease_until = now() + p_lease_ms * interval '1 millisecond'
+    FROM next WHERE j.id = next.id
+    RETURNING j.id, j.payload::text, j.attempt, j.max_attempts, j.priority, j.dedupe_key,
+              j.run_at;
+END $$;
 
 CREATE FUNCTION insights_queue.fetch_jobs_after(
     p_queue text, p_limit bigint, p_worker text, p_token bigint, p_lease_ms bigint,
     p_priority smallint, p_run_at timestamptz, p_id bigint)
 RETURNS TABLE (id bigint, payload text, attempt integer, max_attempts integer,
                priority smallint, dedupe_key text, run_at timestamptz)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET enable_bitmapscan = off SET enable_seqscan = off SET enable_sort = off
 AS $$
-WITH next AS (
-    SELECT id FROM insights_queue.jobs
-    WHERE queue = p_queue AND state IN ('available','scheduled','retryable') AND run_at <= now()
-      AND (priority, run_at, id) > (p_priority, p_run_at, p_id)
-    ORDER BY priority, run_at, id
-    LIMIT p_limit
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE insights_queue.jobs j
-SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
-    locked_by = p_worker, lease_token = p_token,
-    lease_until = now() + p_lease_ms * interval '1 millisecond'
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.payload::text, j.attempt, j.max_attempts, j.priority, j.dedupe_key, j.run_at
-$$;
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH next AS (
+        SELECT c.id FROM insights_queue.jobs c
+        WHERE c.queue = p_queue AND c.state IN ('available','scheduled','retryable')
+          AND c.run_at <= now()
+          AND (c.priority, c.run_at, c.id) > (p_priority, p_run_at, p_id)
+        ORDER BY c.priority, c.run_at, c.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE insights_queue.jobs j
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
+        locked_by = p_worker, lease_token = p_token,
+        lease_until = now() + p_lease_ms * interval '1 millisecond'
+    FROM next WHERE j.id = next.id
+    RETURNING j.id, j.payload::text, j.attempt, j.max_attempts, j.priority, j.dedupe_key,
+              j.run_at;
+END $$;
 "#,
     },
 ];

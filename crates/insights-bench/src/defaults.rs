@@ -47,7 +47,9 @@ pub const TARGET_DECAY_RATIO: f64 = 0.8;
 
 // ---- pipeline (issue 3) -------------------------------------------------------------------
 pub const PIPELINE_LEADS: usize = 20_000;
-pub const PIPELINE_CONCURRENCY: usize = 64;
+/// Worker concurrency of the pipeline run: at 0 ms LLM latency, more jobs in flight make bigger
+/// load/write/completion batches (measured: 64 → 1.5k leads/s, 256 → 1.9k on a loaded machine).
+pub const PIPELINE_CONCURRENCY: usize = 256;
 pub const PIPELINE_POOL_MAX: u32 = 4;
 /// Seed of the synthetic leads (deterministic content).
 pub const SEED: u64 = 42;

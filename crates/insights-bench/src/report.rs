@@ -173,6 +173,14 @@ pub fn table(title: &str, rows: &[Row], notes: &[String]) -> String {
 
 /// A JSON number, or null for a missing or non-finite value.
 pub fn num(v: Option<f64>) -> Value {
+    // Counts print as integers.
+    if let Some(x) = v
+        && x.is_finite()
+        && x.fract() == 0.0
+        && x.abs() < 9.0e15
+    {
+        return Value::from(x as i64);
+    }
     v.and_then(serde_json::Number::from_f64)
         .map(Value::Number)
         .unwrap_or(Value::Null)
@@ -249,7 +257,7 @@ mod tests {
     #[test]
     fn json_keeps_null_for_missing() {
         let mut j = Json::default();
-        j.set("a", Some(1.23456)).set("b", None);
-        assert_eq!(j.render(), r#"{"a":1.235,"b":null}"#);
+        j.set("a", Some(1.23456)).set("b", None).set("c", Some(3.0));
+        assert_eq!(j.render(), r#"{"a":1.235,"b":null,"c":3}"#);
     }
 }

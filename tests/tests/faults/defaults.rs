@@ -74,5 +74,7 @@ pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on the whole run finishing after the fault. A SIGKILLed worker's jobs wait for their
 /// lease (30 s) and a rescuer round (15 s).
 pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(180);
+/// Bound on `/readyz` answering 200 again once the run is over.
+pub const READY_AGAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a SIGTERMed worker's exit.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(45);

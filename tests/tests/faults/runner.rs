@@ -257,6 +257,25 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
 
     report.dead_connections_held = topo.proxy.swallowed_connections();
 
+    // Ready again once the database answers: a worker stuck "not ready" would be restarted by
+    // its orchestrator for no reason.
+    for (i, w) in workers.iter().enumerate() {
+        if window.stopped.contains(&i) {
+            continue;
+        }
+        let ready = wait_until(READY_AGAIN_TIMEOUT, "/readyz 200", || async {
+            w.probe("/readyz").await == Some(200)
+        })
+        .await;
+        if ready.is_err() {
+            report.violations.push(format!(
+                "worker {} still not ready {READY_AGAIN_TIMEOUT:?} after the run (readyz: {:?})",
+                w.proc.label,
+                w.probe("/readyz").await
+            ));
+        }
+    }
+
     // The worker(s) never exited on their own; a SIGTERM ends them cleanly.
     for (i, w) in workers.iter_mut().enumerate() {
         if window.stopped.contains(&i) {

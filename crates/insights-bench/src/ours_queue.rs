@@ -19,12 +19,21 @@ const QUEUE: &str = "insights_bench";
 /// How long a graceful worker stop may take before the bench aborts the worker task.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// [`OURS_POLL_INTERVAL`], or `INSIGHTS_BENCH_OURS_POLL_MS` for experiments.
+fn poll_interval() -> Duration {
+    std::env::var("INSIGHTS_BENCH_OURS_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(OURS_POLL_INTERVAL)
+}
+
 async fn connect(db: &BenchDb) -> anyhow::Result<Queue> {
     let pool = db.pool(QUEUE_POOL_MAX).await?;
     Ok(Queue::new(
         pool,
         QueueConfig {
-            poll_interval: OURS_POLL_INTERVAL,
+            poll_interval: poll_interval(),
             ..QueueConfig::default()
         },
     ))

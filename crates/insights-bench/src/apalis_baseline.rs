@@ -87,7 +87,7 @@ pub async fn drain(label: &str, spec: DrainSpec, batch: usize) -> anyhow::Result
     let waited = wait_drained(&progress, spec.jobs, deadline, || counter.count()).await;
     run.abort();
     let _ = run.await;
-    let peak_backends = sampler.finish().await?;
+    let (peak_backends, peak_backends_at_ms) = sampler.finish_with_time().await?;
     counter.close().await;
     let done_at = waited?;
     let first = progress.first().context("no handler ran")?;
@@ -96,6 +96,7 @@ pub async fn drain(label: &str, spec: DrainSpec, batch: usize) -> anyhow::Result
     let outcome = DrainOutcome {
         jobs_per_s: rate(spec.jobs, first, done_at),
         peak_backends,
+        peak_backends_at_ms,
         decay_ratio: progress.decay_ratio(crate::defaults::DECAY_WINDOW_FRACTION),
         transactions_per_job: Some((tx_after - tx_before) as f64 / spec.jobs as f64),
     };

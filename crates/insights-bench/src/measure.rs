@@ -192,6 +192,8 @@ pub struct BackendSampler {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicI64>,
     samples: Arc<AtomicU64>,
+    /// Milliseconds after the start when the peak was first seen.
+    peak_at: Arc<AtomicU64>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -210,8 +212,11 @@ impl BackendSampler {
         let samples = Arc::new(AtomicU64::new(0));
         let database = database.to_owned();
         let exclude = exclude_pids.to_vec();
+        let peak_at = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
         let task = tokio::spawn({
-            let (stop, peak, samples) = (stop.clone(), peak.clone(), samples.clone());
+            let (stop, peak, samples, peak_at) =
+                (stop.clone(), peak.clone(), samples.clone(), peak_at.clone());
             async move {
                 let mut tick = tokio::time::interval(BACKEND_SAMPLE_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -228,7 +233,10 @@ impl BackendSampler {
                         .fetch_one(&mut conn),
                     )
                     .await?;
-                    peak.fetch_max(n, Ordering::Relaxed);
+                    if peak.fetch_max(n, Ordering::Relaxed) < n {
+                        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        peak_at.store(ms, Ordering::Relaxed);
+                    }
                     samples.fetch_add(1, Ordering::Relaxed);
                 }
                 conn.close().await.ok();
@@ -239,12 +247,18 @@ impl BackendSampler {
             stop,
             peak,
             samples,
+            peak_at,
             task,
         })
     }
 
     /// Stops sampling and returns the peak count.
     pub async fn finish(self) -> anyhow::Result<i64> {
+        Ok(self.finish_with_time().await?.0)
+    }
+
+    /// Stops sampling and returns the peak count and when (ms after start) it was first seen.
+    pub async fn finish_with_time(self) -> anyhow::Result<(i64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         match tokio::time::timeout(STATEMENT_TIMEOUT, self.task).await {
             Ok(Ok(r)) => r.context("backend sampler")?,
@@ -254,7 +268,10 @@ impl BackendSampler {
         if self.samples.load(Ordering::Relaxed) == 0 {
             bail!("backend sampler took no sample");
         }
-        Ok(self.peak.load(Ordering::Relaxed))
+        Ok((
+            self.peak.load(Ordering::Relaxed),
+            self.peak_at.load(Ordering::Relaxed),
+        ))
     }
 }
 

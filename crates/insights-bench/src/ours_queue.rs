@@ -115,7 +115,7 @@ pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome>
     if tokio::time::timeout(STOP_TIMEOUT, &mut run).await.is_err() {
         run.abort();
     }
-    let peak_backends = sampler.finish().await?;
+    let (peak_backends, peak_backends_at_ms) = sampler.finish_with_time().await?;
     counter.close().await;
     let done_at = waited?;
     let first = progress.first().context("no handler ran")?;
@@ -124,6 +124,7 @@ pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome>
     let outcome = DrainOutcome {
         jobs_per_s: rate(spec.jobs, first, done_at),
         peak_backends,
+        peak_backends_at_ms,
         decay_ratio: progress.decay_ratio(DECAY_WINDOW_FRACTION),
         transactions_per_job: Some((tx_after - tx_before) as f64 / spec.jobs as f64),
     };

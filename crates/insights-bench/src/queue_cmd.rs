@@ -150,6 +150,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
             // extras
             .set("apalis_enqueue_jobs_per_s", apalis_enqueue.clone().ok())
             .set(
+                "slow_peak_backends_at_ms",
+                ours_slow
+                    .as_ref()
+                    .ok()
+                    .map(|o| o.peak_backends_at_ms as f64),
+            )
+            .set(
                 "noop_peak_backends",
                 ours_noop.as_ref().ok().map(|o| o.peak_backends as f64),
             )
@@ -248,6 +255,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                 ours_slow.clone().map(|o| o.peak_backends as f64),
             )
             .target(Target::AtMost(TARGET_SLOW_MAX_BACKENDS as f64)),
+            Row::text(
+                "  peak first seen (diagnostic)",
+                ours_slow
+                    .as_ref()
+                    .map(|o| format!("{} ms after the worker started", o.peak_backends_at_ms))
+                    .unwrap_or_else(|_| "n/a".to_owned()),
+            ),
             Row::new("decay (last 10% / first 10%)", decay_ratio)
                 .target(Target::AtLeast(TARGET_DECAY_RATIO)),
         ];

@@ -22,6 +22,8 @@ pub struct DrainOutcome {
     pub jobs_per_s: f64,
     /// Most client backends on the bench database at any 20 ms sample during the drain.
     pub peak_backends: i64,
+    /// When the peak was first seen, ms after the sampler started (just before the worker).
+    pub peak_backends_at_ms: u64,
     /// Handler-completion rate of the last 10% over the first 10% (None when too few jobs).
     pub decay_ratio: Option<f64>,
     /// Diagnostic: database transactions per job during the drain (fetches, completions,

@@ -29,7 +29,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::db::{self, op_err};
+use crate::db::op_err;
 use crate::error::QueueError;
 use crate::job::{JobState, NewJob, StateCounts};
 use crate::queue::Queue;
@@ -184,27 +184,28 @@ impl<T> QueueBoard<T> {
     ) -> Result<Vec<Task<Value>>, QueueError> {
         const OP: &str = "board list tasks";
         let states: Option<Vec<&str>> = filter.status.as_ref().map(states_of);
-        let pool = &self.queue.inner.pool;
+        let pool = &self.queue.inner.db;
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM insights_queue.jobs \
              WHERE ($1::text IS NULL OR queue = $1) AND ($2::text[] IS NULL OR state = ANY($2)) \
              ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
-        let rows = db::with_timeout(OP, self.queue.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(queue)
-                .bind(states)
-                .bind(i64::from(filter.limit()))
-                .bind(i64::from(filter.offset()))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+        let rows = pool
+            .run(OP, self.queue.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(queue)
+                    .bind(states)
+                    .bind(i64::from(filter.limit()))
+                    .bind(i64::from(filter.offset()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(rows)
+            })
+            .await?;
         rows.iter()
             .map(task_from_row)
             .collect::<Result<_, _>>()
@@ -213,8 +214,8 @@ impl<T> QueueBoard<T> {
 
     async fn workers(&self, queue: Option<&str>) -> Result<Vec<RunningWorker>, QueueError> {
         const OP: &str = "board list workers";
-        let pool = &self.queue.inner.pool;
-        let rows = db::with_timeout(OP, self.queue.inner.config.statement_timeout, async {
+        let pool = &self.queue.inner.db;
+        let rows = pool.run(OP, self.queue.inner.config.statement_timeout, async {
             let mut tx = pool.begin().await.map_err(op_err(OP))?;
             let rows = sqlx::query(
                 "SELECT id, queue, name, extract(epoch FROM started_at)::bigint AS started, \
@@ -247,21 +248,22 @@ impl<T> QueueBoard<T> {
 
     async fn queue_names(&self) -> Result<Vec<String>, QueueError> {
         const OP: &str = "board list queues";
-        let pool = &self.queue.inner.pool;
-        let rows = db::with_timeout(OP, self.queue.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(
-                "SELECT DISTINCT queue FROM insights_queue.jobs UNION \
+        let pool = &self.queue.inner.db;
+        let rows = pool
+            .run(OP, self.queue.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let rows = sqlx::query(
+                    "SELECT DISTINCT queue FROM insights_queue.jobs UNION \
                  SELECT queue FROM insights_queue.workers ORDER BY 1",
-            )
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+                )
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(rows)
+            })
+            .await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()
@@ -271,25 +273,26 @@ impl<T> QueueBoard<T> {
     /// Completed jobs per day over the last 7 days, oldest first.
     async fn activity(&self, queue: &str) -> Result<Vec<usize>, QueueError> {
         const OP: &str = "board activity";
-        let pool = &self.queue.inner.pool;
-        let rows = db::with_timeout(OP, self.queue.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(
-                "SELECT d, (SELECT count(*) FROM insights_queue.jobs \
+        let pool = &self.queue.inner.db;
+        let rows = pool
+            .run(OP, self.queue.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let rows = sqlx::query(
+                    "SELECT d, (SELECT count(*) FROM insights_queue.jobs \
                    WHERE queue = $1 AND state = 'completed' \
                      AND finalized_at >= d AND finalized_at < d + interval '1 day') \
                  FROM generate_series(date_trunc('day', now()) - interval '6 days', \
                                       date_trunc('day', now()), interval '1 day') AS d ORDER BY d",
-            )
-            .persistent(false)
-            .bind(queue)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+                )
+                .persistent(false)
+                .bind(queue)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(rows)
+            })
+            .await?;
         rows.iter()
             .map(|r| {
                 r.try_get::<i64, _>(1)
@@ -372,20 +375,21 @@ impl<T: Send + 'static> FetchById for QueueBoard<T> {
         let Some(id) = task_id.as_int().and_then(|i| i64::try_from(i).ok()) else {
             return Ok(None);
         };
-        let pool = &self.queue.inner.pool;
+        let pool = &self.queue.inner.db;
         let sql = format!("SELECT {TASK_COLUMNS} FROM insights_queue.jobs WHERE id = $1");
-        let row = db::with_timeout(OP, self.queue.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(row)
-        })
-        .await?;
+        let row = pool
+            .run(OP, self.queue.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(row)
+            })
+            .await?;
         row.as_ref()
             .map(task_from_row)
             .transpose()

@@ -1,17 +1,86 @@
 //! The one way the queue talks to Postgres: a bounded-time transaction per call, unnamed
 //! statements only (`.persistent(false)`), no session state. That is what keeps a single code
 //! path correct both directly and behind a transaction-mode pooler.
+//!
+//! Every call of the running queue goes through [`Db::run`], so it passes the connection gate
+//! first: while the database is presumed down a call fails at once with
+//! [`QueueError::Unavailable`] without touching the pool (see `gate.rs`).
 
 use std::future::Future;
 use std::time::Duration;
 
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::defaults;
 use crate::error::QueueError;
+use crate::gate::{ConnectionGate, GatePolicy};
 
 pub(crate) fn op_err(op: &'static str) -> impl Fn(sqlx::Error) -> QueueError {
     move |source| QueueError::Database { op, source }
 }
 
-/// Runs `fut` (which must open, use and commit its own transaction) within `after`.
+/// The queue's pool behind its connection gate.
+#[derive(Debug)]
+pub(crate) struct Db {
+    pool: PgPool,
+    gate: ConnectionGate,
+}
+
+impl Db {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            gate: ConnectionGate::new(
+                "queue database",
+                GatePolicy {
+                    base: defaults::GATE_BASE,
+                    cap: defaults::GATE_CAP,
+                    probe_patience: defaults::GATE_PROBE_PATIENCE,
+                },
+            ),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn gate(&self) -> &ConnectionGate {
+        &self.gate
+    }
+
+    /// A transaction on a pooled connection; only inside [`Db::run`]. A call still waiting for
+    /// a connection when another call finds the database gone gives up rather than add a
+    /// connection attempt of its own.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        tokio::select! {
+            tx = self.pool.begin() => tx,
+            _ = self.gate.closes() => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the database stopped answering while this call waited for a connection",
+            ))),
+        }
+    }
+
+    /// Runs `fut` (which must open, use and commit its own transaction) within `after`, if the
+    /// connection gate lets it through; reports its outcome to the gate.
+    pub(crate) async fn run<T>(
+        &self,
+        op: &'static str,
+        after: Duration,
+        fut: impl Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        let ticket = self
+            .gate
+            .enter()
+            .map_err(|retry_in| QueueError::Unavailable { op, retry_in })?;
+        let res = with_timeout(op, after, fut).await;
+        ticket.record(matches!(&res, Err(e) if e.is_connection()));
+        res
+    }
+}
+
+/// Runs `fut` within `after`, ungated (migrations: run once, before anything else).
 pub(crate) async fn with_timeout<T>(
     op: &'static str,
     after: Duration,

@@ -190,7 +190,7 @@ impl Shared {
             self.flushing.fetch_add(1, Ordering::AcqRel);
             p.drain(..n).collect()
         };
-        let res = statements::complete(&self.queue.inner.pool, cfg.statement_timeout, &batch).await;
+        let res = statements::complete(&self.queue.inner.db, cfg.statement_timeout, &batch).await;
         match res {
             Ok(updated) => {
                 self.stats
@@ -296,7 +296,7 @@ pub(crate) async fn close(shared: Arc<Shared>) {
         }
     }
     let _ = statements::deregister(
-        &shared.queue.inner.pool,
+        &shared.queue.inner.db,
         cfg.statement_timeout.min(Duration::from_secs(2)),
         &shared.worker_id,
     )
@@ -327,7 +327,7 @@ fn issue_fetch(shared: &Arc<Shared>, want: usize, after: Option<FetchCursor>) ->
         let cfg = &shared.queue.inner.config;
         let token: i64 = rand::rng().random();
         let res = statements::fetch(
-            &shared.queue.inner.pool,
+            &shared.queue.inner.db,
             cfg.statement_timeout,
             &shared.queue_name,
             want,
@@ -474,7 +474,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
 
 async fn heartbeat_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
-    let pool = shared.queue.inner.pool.clone();
+    let pool = &shared.queue.inner.db;
     let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
     let stop = shared.stop_all.clone();
     // First beat at once so the worker shows up on the dashboard.
@@ -487,7 +487,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         let leases = shared.snapshot_leases();
         let name = lock(&shared.worker_name).clone();
         match statements::heartbeat(
-            &pool,
+            pool,
             cfg.statement_timeout,
             &shared.worker_id,
             &shared.queue_name,
@@ -553,7 +553,7 @@ async fn completer_loop(shared: Arc<Shared>) {
 
 async fn rescue_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
-    let pool = shared.queue.inner.pool.clone();
+    let pool = &shared.queue.inner.db;
     let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
     let stop = shared.stop_all.clone();
     let jitter = |d: Duration| {
@@ -567,7 +567,7 @@ async fn rescue_loop(shared: Arc<Shared>) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(next) => {}
         }
-        match statements::rescue(&pool, cfg.statement_timeout).await {
+        match statements::rescue(pool, cfg.statement_timeout).await {
             Ok(n) => {
                 backoff.reset();
                 if n > 0 {

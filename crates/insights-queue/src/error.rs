@@ -13,6 +13,16 @@ pub enum QueueError {
     },
     #[error("queue {op}: no answer from the database within {after:?}")]
     Timeout { op: &'static str, after: Duration },
+    /// Refused by the connection gate: the database did not answer recently and another call
+    /// is (or will be) the probe. Nothing was sent.
+    #[error(
+        "queue {op}: not attempted, the database did not answer recently (next probe in {}ms)",
+        retry_in.as_millis()
+    )]
+    Unavailable {
+        op: &'static str,
+        retry_in: Duration,
+    },
     #[error("queue {op}: payload could not be encoded: {source}")]
     Encode {
         op: &'static str,
@@ -28,10 +38,35 @@ impl QueueError {
     /// failures), as opposed to a bug or bad input.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::Unavailable { .. } => true,
             Self::Database { source, .. } => is_transient_sqlx(source),
             Self::Encode { .. } | Self::Invalid(_) => false,
         }
+    }
+
+    /// Whether the database (or the pooler in front of it) is unreachable or dropped us, as
+    /// opposed to answering with an error: what closes the connection gate. A timeout counts (a
+    /// blackholed connection looks exactly like one); serialization failures and deadlocks do
+    /// not (the server answered).
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Unavailable { .. } => true,
+            Self::Database { source, .. } => is_connection_sqlx(source),
+            Self::Encode { .. } | Self::Invalid(_) => false,
+        }
+    }
+}
+
+/// The connection-class subset of [`is_transient_sqlx`] (research/pgbouncer-sqlx.md): I/O,
+/// pool timeouts, SQLSTATE class 08 except a non-fatal 08P01 (protocol misuse), 57P01-57P03
+/// (the server going away), 53300 (no connection slots), and pgbouncer's own FATAL 08P01s.
+pub(crate) fn is_connection_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            !matches!(&*code, "40001" | "40P01") && is_transient_sqlx(e)
+        }
+        other => is_transient_sqlx(other),
     }
 }
 
@@ -86,6 +121,39 @@ impl Snooze {
         Self {
             delay,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_class() {
+        let db = |source| QueueError::Database { op: "t", source };
+        let io = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        for e in [
+            db(io()),
+            db(sqlx::Error::PoolTimedOut),
+            db(sqlx::Error::PoolClosed),
+            QueueError::Timeout {
+                op: "t",
+                after: Duration::from_secs(1),
+            },
+            QueueError::Unavailable {
+                op: "t",
+                retry_in: Duration::from_millis(250),
+            },
+        ] {
+            assert!(e.is_connection() && e.is_transient(), "{e}");
+        }
+        for e in [
+            db(sqlx::Error::RowNotFound),
+            db(sqlx::Error::Protocol("x".into())),
+            QueueError::Invalid("x".into()),
+        ] {
+            assert!(!e.is_connection() && !e.is_transient(), "{e}");
         }
     }
 }

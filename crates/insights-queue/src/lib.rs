@@ -53,6 +53,7 @@ mod db;
 pub mod defaults;
 mod driver;
 mod error;
+mod gate;
 mod job;
 mod layer;
 mod migrate;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::db::{self, op_err};
+use crate::db::op_err;
 use crate::error::QueueError;
 use crate::job::{JobDetail, JobError, JobState, JobSummary, StateCounts};
 use crate::queue::Queue;
@@ -43,8 +43,8 @@ impl Queue {
     /// Number of jobs per state in `queue`.
     pub async fn counts(&self, queue: &str) -> Result<StateCounts, QueueError> {
         const OP: &str = "counts";
-        let pool = &self.inner.pool;
-        let rows = db::with_timeout(OP, self.inner.config.statement_timeout, async {
+        let pool = &self.inner.db;
+        let rows = pool.run(OP, self.inner.config.statement_timeout, async {
             let mut tx = pool.begin().await.map_err(op_err(OP))?;
             let rows = sqlx::query(
                 "SELECT state, count(*) AS n FROM insights_queue.jobs WHERE queue = $1 GROUP BY state",
@@ -76,27 +76,28 @@ impl Queue {
         offset: u32,
     ) -> Result<Vec<JobSummary>, QueueError> {
         const OP: &str = "list";
-        let pool = &self.inner.pool;
+        let pool = &self.inner.db;
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM insights_queue.jobs \
              WHERE queue = $1 AND ($2::text IS NULL OR state = $2) \
              ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
-        let rows = db::with_timeout(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(queue)
-                .bind(state.map(JobState::as_str))
-                .bind(i64::from(limit))
-                .bind(i64::from(offset))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+        let rows = pool
+            .run(OP, self.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(queue)
+                    .bind(state.map(JobState::as_str))
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(rows)
+            })
+            .await?;
         rows.iter()
             .map(summary_from_row)
             .collect::<Result<_, _>>()
@@ -106,10 +107,11 @@ impl Queue {
     /// One job with its payload and recorded errors.
     pub async fn show(&self, id: i64) -> Result<Option<JobDetail>, QueueError> {
         const OP: &str = "show";
-        let pool = &self.inner.pool;
-        let row = db::with_timeout(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let row = sqlx::query(
+        let pool = &self.inner.db;
+        let row = pool
+            .run(OP, self.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let row = sqlx::query(
                 "SELECT id, queue, state, payload, attempt, max_attempts, priority, dedupe_key, \
                  run_at, created_at, attempted_at, finalized_at, locked_by, lease_until, errors \
                  FROM insights_queue.jobs WHERE id = $1",
@@ -119,10 +121,10 @@ impl Queue {
             .fetch_optional(&mut *tx)
             .await
             .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(row)
-        })
-        .await?;
+                tx.commit().await.map_err(op_err(OP))?;
+                Ok(row)
+            })
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let detail = (|| -> Result<JobDetail, sqlx::Error> {
             let errors: serde_json::Value = row.try_get("errors")?;
@@ -155,10 +157,11 @@ impl Queue {
     /// dedupe key.
     pub async fn retry(&self, id: i64) -> Result<bool, QueueError> {
         const OP: &str = "retry";
-        let pool = &self.inner.pool;
-        let res = db::with_timeout(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let res = sqlx::query(
+        let pool = &self.inner.db;
+        let res = pool
+            .run(OP, self.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let res = sqlx::query(
                 "UPDATE insights_queue.jobs SET state = 'available', attempt = 0, run_at = now(), \
                  finalized_at = NULL WHERE id = $1 AND state IN ('discarded', 'cancelled')",
             )
@@ -166,27 +169,27 @@ impl Queue {
             .bind(id)
             .execute(&mut *tx)
             .await;
-            match res {
-                Ok(done) => {
-                    tx.commit().await.map_err(op_err(OP))?;
-                    Ok(done.rows_affected() == 1)
+                match res {
+                    Ok(done) => {
+                        tx.commit().await.map_err(op_err(OP))?;
+                        Ok(done.rows_affected() == 1)
+                    }
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                        tx.rollback().await.map_err(op_err(OP))?;
+                        Ok(false)
+                    }
+                    Err(e) => Err(op_err(OP)(e)),
                 }
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                    tx.rollback().await.map_err(op_err(OP))?;
-                    Ok(false)
-                }
-                Err(e) => Err(op_err(OP)(e)),
-            }
-        })
-        .await?;
+            })
+            .await?;
         Ok(res)
     }
 
     /// Cancels a job that has not started (available, scheduled or retryable).
     pub async fn cancel(&self, id: i64) -> Result<bool, QueueError> {
         const OP: &str = "cancel";
-        let pool = &self.inner.pool;
-        db::with_timeout(OP, self.inner.config.statement_timeout, async {
+        let pool = &self.inner.db;
+        pool.run(OP, self.inner.config.statement_timeout, async {
             let mut tx = pool.begin().await.map_err(op_err(OP))?;
             let done = sqlx::query(
                 "UPDATE insights_queue.jobs SET state = 'cancelled', finalized_at = now() \
@@ -211,8 +214,8 @@ impl Queue {
         discarded_older_than: Duration,
     ) -> Result<u64, QueueError> {
         const OP: &str = "prune";
-        let pool = &self.inner.pool;
-        db::with_timeout(OP, self.inner.config.statement_timeout, async {
+        let pool = &self.inner.db;
+        pool.run(OP, self.inner.config.statement_timeout, async {
             let mut tx = pool.begin().await.map_err(op_err(OP))?;
             let done = sqlx::query(
                 "DELETE FROM insights_queue.jobs WHERE \

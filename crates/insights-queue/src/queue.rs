@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::config::QueueConfig;
-use crate::db::{self, op_err};
+use crate::db::{Db, op_err};
 use crate::defaults;
 use crate::error::QueueError;
 use crate::job::{NewJob, PushOutcome};
@@ -20,7 +20,7 @@ pub struct Queue {
 }
 
 pub(crate) struct QueueInner {
-    pub(crate) pool: PgPool,
+    pub(crate) db: Db,
     pub(crate) config: QueueConfig,
 }
 
@@ -51,12 +51,22 @@ SELECT count(*) FROM ins
 impl Queue {
     pub fn new(pool: PgPool, config: QueueConfig) -> Self {
         Self {
-            inner: Arc::new(QueueInner { pool, config }),
+            inner: Arc::new(QueueInner {
+                db: Db::new(pool),
+                config,
+            }),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+        self.inner.db.pool()
+    }
+
+    /// False from a connection failure until a queue call reaches the database again (the
+    /// connection gate is closed: calls fail at once without trying). Answered from memory, so
+    /// a readiness probe can use it without opening a connection.
+    pub fn is_reachable(&self) -> bool {
+        self.inner.db.gate().is_open()
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -65,7 +75,7 @@ impl Queue {
 
     /// Creates or upgrades the queue schema; see [`crate::migrate`].
     pub async fn migrate(&self) -> Result<(), QueueError> {
-        crate::migrate::migrate(&self.inner.pool).await
+        crate::migrate::migrate(self.inner.db.pool()).await
     }
 
     /// Enqueues one job.
@@ -114,24 +124,25 @@ impl Queue {
     /// Returns (jobs in the chunk, rows inserted).
     async fn push_chunk(&self, queue: &str, c: Chunk) -> Result<(u64, u64), QueueError> {
         const OP: &str = "push";
-        let pool = &self.inner.pool;
-        let inserted: i64 = db::with_timeout(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let row = sqlx::query(PUSH_SQL)
-                .persistent(false)
-                .bind(queue)
-                .bind(&c.payloads)
-                .bind(&c.keys)
-                .bind(&c.priorities)
-                .bind(&c.run_ats)
-                .bind(&c.max_attempts)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            row.try_get::<i64, _>(0).map_err(op_err(OP))
-        })
-        .await?;
+        let pool = &self.inner.db;
+        let inserted: i64 = pool
+            .run(OP, self.inner.config.statement_timeout, async {
+                let mut tx = pool.begin().await.map_err(op_err(OP))?;
+                let row = sqlx::query(PUSH_SQL)
+                    .persistent(false)
+                    .bind(queue)
+                    .bind(&c.payloads)
+                    .bind(&c.keys)
+                    .bind(&c.priorities)
+                    .bind(&c.run_ats)
+                    .bind(&c.max_attempts)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(op_err(OP))?;
+                tx.commit().await.map_err(op_err(OP))?;
+                row.try_get::<i64, _>(0).map_err(op_err(OP))
+            })
+            .await?;
         Ok((
             c.payloads.len() as u64,
             u64::try_from(inserted).unwrap_or(0),

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 
-use crate::db::{self, op_err};
+use crate::db::{Db, op_err};
 use crate::defaults;
 use crate::error::QueueError;
 
@@ -73,7 +73,7 @@ const FETCH_AFTER_SQL: &str = "SELECT id, payload, attempt, max_attempts, priori
 /// given.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn fetch(
-    pool: &PgPool,
+    pool: &Db,
     timeout: Duration,
     queue: &str,
     limit: usize,
@@ -84,27 +84,28 @@ pub(crate) async fn fetch(
 ) -> Result<Vec<FetchedJob>, QueueError> {
     const OP: &str = "fetch";
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = db::with_timeout(OP, timeout, async {
-        let mut tx = pool.begin().await.map_err(op_err(OP))?;
-        let q = match after {
-            None => sqlx::query(FETCH_SQL),
-            Some(_) => sqlx::query(FETCH_AFTER_SQL),
-        }
-        .persistent(false)
-        .bind(queue)
-        .bind(limit)
-        .bind(worker_id)
-        .bind(token)
-        .bind(ms(lease));
-        let q = match after {
-            None => q,
-            Some(c) => q.bind(c.priority).bind(c.run_at).bind(c.id),
-        };
-        let rows = q.fetch_all(&mut *tx).await.map_err(op_err(OP))?;
-        tx.commit().await.map_err(op_err(OP))?;
-        Ok(rows)
-    })
-    .await?;
+    let rows = pool
+        .run(OP, timeout, async {
+            let mut tx = pool.begin().await.map_err(op_err(OP))?;
+            let q = match after {
+                None => sqlx::query(FETCH_SQL),
+                Some(_) => sqlx::query(FETCH_AFTER_SQL),
+            }
+            .persistent(false)
+            .bind(queue)
+            .bind(limit)
+            .bind(worker_id)
+            .bind(token)
+            .bind(ms(lease));
+            let q = match after {
+                None => q,
+                Some(c) => q.bind(c.priority).bind(c.run_at).bind(c.id),
+            };
+            let rows = q.fetch_all(&mut *tx).await.map_err(op_err(OP))?;
+            tx.commit().await.map_err(op_err(OP))?;
+            Ok(rows)
+        })
+        .await?;
     let mut jobs = rows
         .iter()
         .map(|r| {
@@ -148,7 +149,7 @@ WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
 /// Writes a batch of completions in one statement; rows whose lease was lost are left alone.
 /// Returns rows updated.
 pub(crate) async fn complete(
-    pool: &PgPool,
+    pool: &Db,
     timeout: Duration,
     batch: &[Completion],
 ) -> Result<u64, QueueError> {
@@ -159,7 +160,7 @@ pub(crate) async fn complete(
     let delays: Vec<i64> = batch.iter().map(|c| ms(c.delay)).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
     let refunds: Vec<bool> = batch.iter().map(|c| c.refund).collect();
-    db::with_timeout(OP, timeout, async {
+    pool.run(OP, timeout, async {
         let mut tx = pool.begin().await.map_err(op_err(OP))?;
         let done = sqlx::query(COMPLETE_SQL)
             .persistent(false)
@@ -182,7 +183,7 @@ pub(crate) async fn complete(
 /// Extends the leases this worker still holds and records that the worker is alive.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn heartbeat(
-    pool: &PgPool,
+    pool: &Db,
     timeout: Duration,
     worker_id: &str,
     queue: &str,
@@ -193,7 +194,7 @@ pub(crate) async fn heartbeat(
     const OP: &str = "heartbeat";
     let ids: Vec<i64> = leases.iter().map(|l| l.0).collect();
     let tokens: Vec<i64> = leases.iter().map(|l| l.1).collect();
-    db::with_timeout(OP, timeout, async {
+    pool.run(OP, timeout, async {
         let mut tx = pool.begin().await.map_err(op_err(OP))?;
         sqlx::query(
             "INSERT INTO insights_queue.workers (id, queue, name) VALUES ($1, $2, $3) \
@@ -251,9 +252,9 @@ FROM expired WHERE j.id = expired.id
 "#;
 
 /// Returns expired leases (any queue) to retryable, or discards them when out of attempts.
-pub(crate) async fn rescue(pool: &PgPool, timeout: Duration) -> Result<u64, QueueError> {
+pub(crate) async fn rescue(pool: &Db, timeout: Duration) -> Result<u64, QueueError> {
     const OP: &str = "rescue";
-    db::with_timeout(OP, timeout, async {
+    pool.run(OP, timeout, async {
         let mut tx = pool.begin().await.map_err(op_err(OP))?;
         let done = sqlx::query(RESCUE_SQL)
             .persistent(false)
@@ -277,12 +278,12 @@ pub(crate) async fn rescue(pool: &PgPool, timeout: Duration) -> Result<u64, Queu
 }
 
 pub(crate) async fn deregister(
-    pool: &PgPool,
+    pool: &Db,
     timeout: Duration,
     worker_id: &str,
 ) -> Result<(), QueueError> {
     const OP: &str = "deregister";
-    db::with_timeout(OP, timeout, async {
+    pool.run(OP, timeout, async {
         let mut tx = pool.begin().await.map_err(op_err(OP))?;
         sqlx::query("DELETE FROM insights_queue.workers WHERE id = $1")
             .persistent(false)

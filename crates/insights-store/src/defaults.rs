@@ -12,6 +12,17 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 pub const RETRY_MAX_RETRIES: usize = 4;
 
+/// Connection gate (see `gate.rs`): after a connection failure the store stops calling the
+/// database for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
+/// `[d/2, d]`). The cap bounds how long a recovered database waits for the next probe, so it
+/// stays below the worker's recovery target (2 s); one probe per [`GATE_CAP`] is also what an
+/// outage costs in connection attempts once the backoff has grown.
+pub const GATE_BASE: Duration = Duration::from_millis(250);
+pub const GATE_CAP: Duration = Duration::from_secs(2);
+/// A probe that has not answered after this long no longer blocks the next (a call on a
+/// blackholed connection only ends at its timeout).
+pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Client-side bound on a store call when none is configured (mirrors
 /// `insights_core::defaults::DB_STATEMENT_TIMEOUT_MS`).
 pub const CALL_TIMEOUT: Duration =

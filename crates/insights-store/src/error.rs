@@ -21,6 +21,16 @@ pub enum ErrorClass {
 pub enum StoreError {
     #[error("database call `{op}` timed out after {}ms", after.as_millis())]
     Timeout { op: &'static str, after: Duration },
+    /// Refused by the connection gate: the database did not answer recently and another call
+    /// is (or will be) the probe. Nothing was sent.
+    #[error(
+        "database call `{op}` not attempted: the database did not answer recently (next probe in {}ms)",
+        retry_in.as_millis()
+    )]
+    Unavailable {
+        op: &'static str,
+        retry_in: Duration,
+    },
     #[error("database call `{op}` failed: {source}")]
     Sqlx {
         op: &'static str,
@@ -67,7 +77,7 @@ impl StoreError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Timeout { .. } => ErrorClass::Transient,
+            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => ErrorClass::Transient,
             StoreError::Sqlx { source, .. } => classify(source).0,
             StoreError::Connect { class, .. } | StoreError::Shared { class, .. } => *class,
             StoreError::Config(_)
@@ -86,7 +96,7 @@ impl StoreError {
     /// worker's circuit breaker counts.
     pub fn is_connection(&self) -> bool {
         match self {
-            StoreError::Timeout { .. } => true,
+            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => true,
             StoreError::Sqlx { source, .. } => classify(source).1,
             StoreError::Connect { class, .. } => *class == ErrorClass::Transient,
             StoreError::Shared { connection, .. } => *connection,
@@ -195,6 +205,12 @@ mod tests {
         assert!(t.is_transient() && t.is_connection());
         assert_eq!(t.to_string(), "database call `load` timed out after 1000ms");
         assert_eq!(StoreError::WriterClosed.class(), Permanent);
+        let refused = StoreError::Unavailable {
+            op: "load",
+            retry_in: Duration::from_millis(250),
+        };
+        assert!(refused.is_transient() && refused.is_connection());
+        assert!(refused.shared().is_connection());
         let e = StoreError::sqlx("candidates", sqlx::Error::PoolTimedOut);
         assert!(e.is_transient() && e.is_connection());
     }

@@ -1,6 +1,7 @@
 //! The store: candidate query, conversation load and insight upsert on the app database.
 //!
-//! Every call checks out a connection only for its one statement (plus BEGIN/COMMIT in pooler
+//! Every call passes the connection gate (no connection attempt while the database is presumed
+//! down), checks out a connection only for its one statement (plus BEGIN/COMMIT in pooler
 //! mode), runs under the call timeout, and is retried on transient errors. No call keeps a
 //! connection across anything but its own statement, so the LLM is never waited on with a
 //! connection held.
@@ -17,6 +18,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use crate::defaults;
 use crate::error::StoreError;
+use crate::gate::{ConnectionGate, GatePolicy};
 use crate::pool::{PoolSettings, PoolerMode};
 use crate::retry::{RetryPolicy, retry_transient};
 use crate::statements::DomainStatements;
@@ -29,6 +31,8 @@ pub struct StoreOptions {
     /// Bound on one attempt of a call, connection wait included.
     pub call_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Backoff of the store's connection gate.
+    pub gate: GatePolicy,
     pub statements: DomainStatements,
 }
 
@@ -38,6 +42,7 @@ impl Default for StoreOptions {
             pooler: PoolerMode::Direct,
             call_timeout: defaults::CALL_TIMEOUT,
             retry: RetryPolicy::default(),
+            gate: GatePolicy::default(),
             statements: DomainStatements::default(),
         }
     }
@@ -97,6 +102,8 @@ struct Inner {
     pool: PgPool,
     options: StoreOptions,
     stats: Arc<StatsCell>,
+    /// Every call passes it before touching the pool.
+    gate: ConnectionGate,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +123,7 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                gate: ConnectionGate::new("app database", options.gate),
                 options,
                 stats: Arc::new(StatsCell::default()),
             }),
@@ -134,25 +142,50 @@ impl Store {
         self.inner.stats.snapshot()
     }
 
+    /// The gate in front of the pool: closed while the database is presumed down (readiness,
+    /// and callers that want to wait for it to reopen).
+    pub fn gate(&self) -> &ConnectionGate {
+        &self.inner.gate
+    }
+
     /// Named statements are fine on a direct connection and wrong behind a transaction pooler.
     fn persistent(&self) -> bool {
         self.inner.options.pooler == PoolerMode::Direct
     }
 
-    /// One attempt: check out, run (inside BEGIN/COMMIT in pooler mode), release; bounded by
-    /// the call timeout.
+    /// One attempt: past the connection gate, check out, run (inside BEGIN/COMMIT in pooler
+    /// mode), release; bounded by the call timeout. A closed gate refuses without touching the
+    /// pool.
     async fn attempt<T>(
+        &self,
+        op: &'static str,
+        statement: &Statement<T>,
+    ) -> Result<T, StoreError> {
+        let ticket = self
+            .inner
+            .gate
+            .enter()
+            .map_err(|retry_in| StoreError::Unavailable { op, retry_in })?;
+        let res = self.attempt_ungated(op, statement).await;
+        ticket.record(matches!(&res, Err(e) if e.is_connection()));
+        res
+    }
+
+    async fn attempt_ungated<T>(
         &self,
         op: &'static str,
         statement: &Statement<T>,
     ) -> Result<T, StoreError> {
         let inner = &*self.inner;
         let work = async {
-            let mut conn = inner
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| StoreError::sqlx(op, e))?;
+            // A call still waiting for a connection when another call finds the database gone
+            // gives up rather than add a connection attempt of its own.
+            let mut conn = tokio::select! {
+                conn = inner.pool.acquire() => conn.map_err(|e| StoreError::sqlx(op, e))?,
+                retry_in = inner.gate.closes() => {
+                    return Err(StoreError::Unavailable { op, retry_in });
+                }
+            };
             let _hold = inner.stats.checkout();
             match inner.options.pooler {
                 PoolerMode::Transaction => {

@@ -194,7 +194,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
 
     let http_task = match options.http_bind {
         Some(bind) => {
-            let probe = queue_probe(&queue, Some(backend_stats.clone()));
+            let probe = queue_probe(&queue, Some(backend_stats.clone()), Some(store.clone()));
             let parts = HttpParts {
                 metrics: metrics.clone(),
                 breaker: Some(breaker.clone()),
@@ -296,10 +296,15 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Readiness of the queue database without turning probes into connection attempts: not
-/// ready as soon as the worker's own queue calls failed since the last look (no query at all),
+/// Readiness of the databases without turning probes into connection attempts: not ready while
+/// the connection gate of the queue's pool (or of the app store's, when given) is closed, or as
+/// soon as the worker's own queue calls failed since the last look (no query at all);
 /// otherwise one cheap count query whose answer is reused for [`READY_CACHE`].
-fn queue_probe(queue: &Queue, backend_stats: Option<WorkerStats>) -> http::ReadyProbe {
+fn queue_probe(
+    queue: &Queue,
+    backend_stats: Option<WorkerStats>,
+    store: Option<Store>,
+) -> http::ReadyProbe {
     struct Seen {
         at: Option<Instant>,
         answer: Result<(), String>,
@@ -315,7 +320,16 @@ fn queue_probe(queue: &Queue, backend_stats: Option<WorkerStats>) -> http::Ready
         let q = queue.clone();
         let seen = seen.clone();
         let stats = backend_stats.clone();
+        let store = store.clone();
         Box::pin(async move {
+            // During an outage the gates answer from memory: no connection is opened for a
+            // probe while the worker's own calls are refused.
+            if !q.is_reachable() {
+                return Err("queue database unreachable (connection gate closed)".to_owned());
+            }
+            if store.as_ref().is_some_and(|s| !s.gate().is_open()) {
+                return Err("app database unreachable (connection gate closed)".to_owned());
+            }
             // One probe at a time: concurrent callers wait for (and reuse) its answer.
             let mut seen = seen.lock().await;
             if let Some(stats) = &stats {
@@ -356,7 +370,7 @@ pub async fn shutdown_signal() {
 /// `insights dashboard`: the HTTP surface (board, health, metrics) without a worker.
 pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
     let queue = wiring::queue(settings).await?;
-    let probe = queue_probe(&queue, None);
+    let probe = queue_probe(&queue, None, None);
     let parts = HttpParts {
         metrics: Metrics::new(),
         breaker: None,

@@ -3,8 +3,8 @@ use std::time::{Duration, Instant};
 
 use insights_core::DatabaseUrl;
 use insights_store::{
-    DomainStatements, ErrorClass, PoolSettings, RetryPolicy, Store, StoreError, StoreOptions,
-    connect,
+    DomainStatements, ErrorClass, GatePolicy, PoolSettings, RetryPolicy, Store, StoreError,
+    StoreOptions, connect,
 };
 
 use crate::support::env;
@@ -32,8 +32,11 @@ async fn unreachable_database_is_one_transient_line() {
     assert!(matches!(connect(&bad).await, Err(StoreError::Config(_))));
 }
 
+/// A call that times out releases its connection and, like any connection-class failure,
+/// closes the connection gate: the retries right after it are refused without touching the pool,
+/// and once the gate's backoff is over one call probes again.
 #[tokio::test]
-async fn a_slow_call_times_out_is_retried_and_releases_its_connection() {
+async fn a_slow_call_times_out_releases_its_connection_and_closes_the_gate() {
     let e = env("store_timeout").await;
     // A custom candidate statement (same parameters) that is too slow for the timeout.
     let statements = DomainStatements {
@@ -42,6 +45,7 @@ async fn a_slow_call_times_out_is_retried_and_releases_its_connection() {
         ),
         ..DomainStatements::default()
     };
+    let backoff = Duration::from_millis(300);
     let store = Store::new(
         e.pool.clone(),
         StoreOptions {
@@ -51,21 +55,41 @@ async fn a_slow_call_times_out_is_retried_and_releases_its_connection() {
                 max_delay: Duration::from_millis(5),
                 max_retries: 2,
             },
+            gate: GatePolicy {
+                base: backoff,
+                cap: backoff,
+                probe_patience: Duration::from_secs(5),
+            },
             statements,
             ..StoreOptions::default()
         },
     );
+    let err = store.candidate_ids(None, 10).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "the retries were refused by the gate: {err}"
+    );
+    assert!(err.is_transient() && err.is_connection());
+    assert_eq!(
+        store.stats().transactions,
+        1,
+        "only the first try reached the pool"
+    );
+    assert_eq!(store.gate().stats().refused, 2);
+    assert!(!store.gate().is_open());
+    assert_eq!(store.stats().checked_out_now, 0);
+
+    // After the backoff one call is the probe; it times out again and the gate stays closed.
+    tokio::time::sleep(backoff).await;
     let started = Instant::now();
     let err = store.candidate_ids(None, 10).await.unwrap_err();
-    assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
-    assert!(err.is_transient() && err.is_connection());
-    assert!(
-        started.elapsed() >= Duration::from_millis(600),
-        "three attempts of 200 ms each"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(200), "{err}");
+    assert_eq!(store.stats().transactions, 2);
+    assert_eq!(store.gate().stats().probes, 1);
+    assert!(!store.gate().is_open());
     assert_eq!(store.stats().checked_out_now, 0);
-    assert_eq!(store.stats().transactions, 3);
-    // The default statements on the same pool still work afterwards.
+    // The default statements on the same pool still work afterwards (another store, its own
+    // gate).
     assert!(e.store.candidate_ids(None, 10).await.unwrap().is_empty());
 }
 

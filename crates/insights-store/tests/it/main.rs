@@ -5,6 +5,7 @@
 mod candidates;
 mod classify;
 mod connect;
+mod gate;
 mod load;
 mod loader;
 mod migrations;

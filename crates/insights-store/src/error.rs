@@ -106,6 +106,13 @@ impl StoreError {
 
     /// A copy for fan-out (sqlx errors are not `Clone`) keeping message, class and connection.
     pub fn shared(&self) -> StoreError {
+        // A gate refusal stays one, so every caller of a refused batch learns when to come back.
+        if let StoreError::Unavailable { op, retry_in } = self {
+            return StoreError::Unavailable {
+                op,
+                retry_in: *retry_in,
+            };
+        }
         StoreError::Shared {
             message: self.to_string(),
             class: self.class(),
@@ -210,7 +217,10 @@ mod tests {
             retry_in: Duration::from_millis(250),
         };
         assert!(refused.is_transient() && refused.is_connection());
-        assert!(refused.shared().is_connection());
+        assert!(matches!(
+            refused.shared(),
+            StoreError::Unavailable { retry_in, .. } if retry_in == Duration::from_millis(250)
+        ));
         let e = StoreError::sqlx("candidates", sqlx::Error::PoolTimedOut);
         assert!(e.is_transient() && e.is_connection());
     }

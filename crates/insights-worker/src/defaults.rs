@@ -44,6 +44,11 @@ pub const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Largest delay between write retries.
 pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Least wait of a write the app database's connection gate refused (plus up to as much again
+/// of jitter), so writes waiting on a probe in flight do not spin; the gate's own answer ("next
+/// probe in ...") is usually longer.
+pub const GATE_REFUSED_MIN_WAIT: Duration = Duration::from_millis(20);
+
 /// Interval of the periodic summary log line.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// How often `--exit-when-idle` polls the queue counts.

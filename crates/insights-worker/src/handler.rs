@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::breaker::Breaker;
 use crate::defaults::{
-    CONNECTION_SNOOZE, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET, WRITE_RETRY_MAX,
-    WRITE_RETRY_MIN,
+    CONNECTION_SNOOZE, GATE_REFUSED_MIN_WAIT, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET,
+    WRITE_RETRY_MAX, WRITE_RETRY_MIN,
 };
 use crate::metrics::{Metrics, SkipReason, Stage};
 
@@ -271,20 +271,17 @@ impl Pipeline {
 
     /// The LLM answer is paid for: keep trying the write through a short outage rather than
     /// failing the job (which would pay for the LLM again).
+    ///
+    /// While the app database is presumed down, the store's connection gate refuses a write
+    /// without a connection attempt and says when its next probe may go; the write comes back
+    /// then. Every waiting write wakes at about the same instant, so they go out together in one
+    /// batch: one probe, not one per job, and the write lands within one gate backoff (at most
+    /// 2 s) of the database's return rather than after the breaker's (growing) pause.
     async fn write_with_retry(&self, record: InsightRecord) -> Result<UpsertOutcome, StoreError> {
         let p = &*self.inner;
         let deadline = Instant::now() + WRITE_RETRY_BUDGET;
         let mut delay = WRITE_RETRY_MIN;
         loop {
-            // Wait out the breaker's pause instead of knocking on a database presumed down.
-            // Every waiting write wakes at the same instant (the pause's end), so they go out
-            // together in one batch: one probe instead of one per job.
-            while let Some(until) = p.breaker.paused_until() {
-                if until >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
-            }
             match p.writer.write(record.clone()).await {
                 Ok(outcome) => {
                     p.breaker.record_success();
@@ -296,11 +293,18 @@ impl Pipeline {
                         p.breaker.record_connection_error();
                     }
                     tracing::debug!(lead_id = record.lead_id, error = %e, "insight write failed; retrying");
-                    if p.breaker.paused_until().is_none() {
-                        let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
-                        tokio::time::sleep(jittered).await;
-                        delay = (delay * 2).min(WRITE_RETRY_MAX);
-                    }
+                    let wait = match &e {
+                        StoreError::Unavailable { retry_in, .. } => {
+                            (*retry_in).max(GATE_REFUSED_MIN_WAIT)
+                                + GATE_REFUSED_MIN_WAIT.mul_f64(rand::random::<f64>())
+                        }
+                        _ => {
+                            let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
+                            delay = (delay * 2).min(WRITE_RETRY_MAX);
+                            jittered
+                        }
+                    };
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }

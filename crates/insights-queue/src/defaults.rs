@@ -53,7 +53,7 @@ pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Connection gate (see `gate.rs`): after a connection failure no queue call touches the pool
 /// for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
-/// `[d/2, d]`). The cap bounds how long a recovered database waits for the next probe, so it
+/// `[3d/4, d]`). The cap bounds how long a recovered database waits for the next probe, so it
 /// stays below the worker's recovery target (2 s); one probe per [`GATE_CAP`] is what a long
 /// outage costs in connection attempts.
 pub const GATE_BASE: Duration = Duration::from_millis(250);

@@ -258,15 +258,15 @@ fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
     base.saturating_mul(factor).min(cap.max(base))
 }
 
-/// Equal jitter, uniform in `[d/2, d]`: waits keep growing, and several workers do not probe in
-/// lockstep.
+/// Uniform in `[3d/4, d]`: enough spread that several workers do not probe in lockstep, while
+/// the mean wait stays close to `d` (each probe of a long outage is a connection attempt).
 fn jittered(d: Duration) -> Duration {
-    let half = d / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let quarter = d / 4;
+    let nanos = u64::try_from(quarter.as_nanos()).unwrap_or(u64::MAX);
     if nanos == 0 {
         return d;
     }
-    half + Duration::from_nanos(rand::random_range(0..=nanos))
+    d - quarter + Duration::from_nanos(rand::random_range(0..=nanos))
 }
 
 #[cfg(test)]
@@ -311,7 +311,7 @@ mod tests {
     async fn closed_gate_refuses_then_lets_exactly_one_probe() {
         let g = gate();
         let wait = close(&g);
-        assert!(wait >= BASE / 2 && wait <= BASE, "{wait:?}");
+        assert!(wait >= BASE * 3 / 4 && wait <= BASE, "{wait:?}");
         for _ in 0..10 {
             assert!(g.enter().is_err(), "refused while closed");
         }
@@ -336,9 +336,9 @@ mod tests {
         let mut nominal = BASE;
         for _ in 0..8 {
             assert!(
-                wait >= nominal / 2 && wait <= nominal,
+                wait >= nominal * 3 / 4 && wait <= nominal,
                 "{wait:?} outside [{:?}, {nominal:?}]",
-                nominal / 2
+                nominal * 3 / 4
             );
             tokio::time::advance(wait).await;
             g.enter().expect("probe").record(true);

@@ -14,7 +14,7 @@ pub const RETRY_MAX_RETRIES: usize = 4;
 
 /// Connection gate (see `gate.rs`): after a connection failure the store stops calling the
 /// database for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
-/// `[d/2, d]`). The cap bounds how long a recovered database waits for the next probe, so it
+/// `[3d/4, d]`). The cap bounds how long a recovered database waits for the next probe, so it
 /// stays below the worker's recovery target (2 s); one probe per [`GATE_CAP`] is also what an
 /// outage costs in connection attempts once the backoff has grown.
 pub const GATE_BASE: Duration = Duration::from_millis(250);

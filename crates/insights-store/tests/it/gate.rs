@@ -61,8 +61,8 @@ async fn an_outage_costs_one_probe_per_backoff_and_recovery_is_quick() {
         .collect();
     println!("outage: {attempts} connection attempts at {at:?} ms for {calls} calls ({gate:?})");
     // At most the eight calls already under way when the outage began, then only the probes:
-    // backoffs of 250 ms doubling to 2 s, each at least half its nominal value, so at most
-    // five probes start within 3 s.
+    // backoffs of 250 ms doubling to 2 s, each at least three quarters of its nominal value, so
+    // at most four probes start within 3 s (five allowed: a loaded machine's timers).
     assert!(
         attempts - later <= 8 && later <= 5,
         "connection attempts at {at:?} ms for {calls} calls in {outage:?} ({gate:?})"

@@ -11,6 +11,7 @@ mod t2_enqueue;
 mod t3_fetch;
 mod t4_leases;
 mod t5_failures;
+mod t6_gate;
 mod t6_outage;
 mod t7_pooler;
 mod t8_ops;

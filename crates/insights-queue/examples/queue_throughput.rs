@@ -29,11 +29,17 @@ struct Progress {
     done: AtomicUsize,
     marks: std::sync::Mutex<Vec<(usize, Instant)>>,
     mark_every: usize,
+    /// Sum of handler run times, in microseconds (to split a slow drain into handler time and
+    /// queue overhead).
+    busy_us: std::sync::atomic::AtomicU64,
 }
 
 async fn handle(job: Job, p: Data<Arc<Progress>>) -> Result<(), BoxDynError> {
     if job.sleep_ms > 0 {
+        let t = Instant::now();
         tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
+        p.busy_us
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
     let d = p.done.fetch_add(1, Ordering::Relaxed) + 1;
     if p.mark_every > 0 && d.is_multiple_of(p.mark_every) {
@@ -136,6 +142,15 @@ async fn drain(
     let _ = tx.send(());
     h.await.unwrap().unwrap();
     let marks = progress.marks.lock().unwrap().clone();
+    let busy = progress.busy_us.load(Ordering::Relaxed);
+    if busy > 0 {
+        let per_job_slot_us = took.as_micros() as f64 * concurrency as f64 / n as f64;
+        println!(
+            "  mean handler {:.2} ms, mean slot time per job {:.2} ms",
+            busy as f64 / n as f64 / 1000.0,
+            per_job_slot_us / 1000.0
+        );
+    }
     (took, marks, peak, t0)
 }
 

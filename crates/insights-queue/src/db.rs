@@ -2,6 +2,14 @@
 //! statements only (`.persistent(false)`), no session state. That is what keeps a single code
 //! path correct both directly and behind a transaction-mode pooler.
 //!
+//! The one exception is the fetch, the hot path of a busy worker: it is a single simple-protocol
+//! statement (`sqlx::raw_sql`) carrying only literals that we quote ourselves. The simple
+//! protocol sends text and gets rows in one message exchange, so there is no unnamed statement
+//! a pooler could hand to another client between Parse and Bind, and Postgres runs a lone
+//! simple-protocol statement in its own implicit transaction. That saves the BEGIN and COMMIT
+//! round trips and the Parse/Describe round trip: one round trip per fetch instead of four.
+//! It still goes through [`Db::run`] (same gate and timeout).
+//!
 //! Every call of the running queue goes through [`Db::run`], so it passes the connection gate
 //! first: while the database is presumed down a call fails at once with
 //! [`QueueError::Unavailable`] without touching the pool (see `gate.rs`).
@@ -9,6 +17,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::defaults;
@@ -55,10 +64,16 @@ impl Db {
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         tokio::select! {
             tx = self.pool.begin() => tx,
-            _ = self.gate.closes() => Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the database stopped answering while this call waited for a connection",
-            ))),
+            _ = self.gate.closes() => Err(gate_closed()),
+        }
+    }
+
+    /// A bare pooled connection, for the one statement that runs without an explicit
+    /// transaction: the fetch (see `statements::fetch`). Only inside [`Db::run`].
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        tokio::select! {
+            conn = self.pool.acquire() => conn,
+            _ = self.gate.closes() => Err(gate_closed()),
         }
     }
 
@@ -78,6 +93,13 @@ impl Db {
         ticket.record(matches!(&res, Err(e) if e.is_connection()));
         res
     }
+}
+
+fn gate_closed() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the database stopped answering while this call waited for a connection",
+    ))
 }
 
 /// Runs `fut` within `after`, ungated (migrations: run once, before anything else).

@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     /// Set when the fetch loop has returned (no fetch statement can still land).
     pub fetch_exited: AtomicBool,
     pub fetch_exited_notify: Notify,
+    /// Completions, heartbeats and rescues take turns on one connection: none is latency
+    /// critical (a slot is freed before its completion is written), and without the turn
+    /// taking they overlap with the fetch loop's two and a worker holds four connections.
+    pub maintenance: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -94,6 +98,7 @@ impl Shared {
             stats: WorkerStats::default(),
             fetch_exited: AtomicBool::new(false),
             fetch_exited_notify: Notify::new(),
+            maintenance: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -181,6 +186,10 @@ impl Shared {
     /// Writes up to one batch of pending completions. `Ok(0)`: nothing was pending.
     async fn flush_once(&self) -> Result<usize, crate::QueueError> {
         let cfg = &self.queue.inner.config;
+        if lock(&self.pending).is_empty() {
+            return Ok(0);
+        }
+        let _turn = self.maintenance.lock().await;
         let batch: Vec<Completion> = {
             let mut p = lock(&self.pending);
             let n = p.len().min(cfg.completion_max_batch.max(1));
@@ -484,6 +493,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(next) => {}
         }
+        let _turn = shared.maintenance.lock().await;
         let leases = shared.snapshot_leases();
         let name = lock(&shared.worker_name).clone();
         match statements::heartbeat(
@@ -567,7 +577,11 @@ async fn rescue_loop(shared: Arc<Shared>) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(next) => {}
         }
-        match statements::rescue(pool, cfg.statement_timeout).await {
+        let res = {
+            let _turn = shared.maintenance.lock().await;
+            statements::rescue(pool, cfg.statement_timeout).await
+        };
+        match res {
             Ok(n) => {
                 backoff.reset();
                 if n > 0 {

@@ -62,12 +62,66 @@ impl FetchCursor {
     }
 }
 
-/// See migration 2 for why the fetch lives in functions.
-const FETCH_SQL: &str = "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at \
-     FROM insights_queue.fetch_jobs($1, $2, $3, $4, $5)";
+/// A text literal that means exactly `s` whatever `standard_conforming_strings` is: an
+/// escape string (`E'..'`) with backslashes and quotes doubled. Postgres text cannot hold NUL,
+/// so such a value is refused rather than quoted.
+pub(crate) fn quote_text(s: &str) -> Result<String, QueueError> {
+    if s.contains('\0') {
+        return Err(QueueError::Invalid(format!(
+            "a NUL character cannot be sent to Postgres: {s:?}"
+        )));
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    out.push_str("E'");
+    for ch in s.chars() {
+        match ch {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    Ok(out)
+}
 
-const FETCH_AFTER_SQL: &str = "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at \
-     FROM insights_queue.fetch_jobs_after($1, $2, $3, $4, $5, $6, $7, $8)";
+/// The fetch statement with every value inlined as a literal (see [`crate::db`] for why the
+/// fetch is a simple-protocol statement). Numbers are formatted by Rust and quoted, so a
+/// negative value is one literal; the cursor's timestamp is RFC 3339 with microseconds, the
+/// precision Postgres stores, so the cursor round-trips exactly. See migration 2 for why the
+/// fetch lives in functions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fetch_sql(
+    queue: &str,
+    limit: i64,
+    worker_id: &str,
+    token: i64,
+    lease: Duration,
+    after: Option<FetchCursor>,
+) -> Result<String, QueueError> {
+    let head = format!(
+        "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at FROM \
+         insights_queue.{}({}::text, '{limit}'::bigint, {}::text, '{token}'::bigint, \
+         '{}'::bigint",
+        if after.is_some() {
+            "fetch_jobs_after"
+        } else {
+            "fetch_jobs"
+        },
+        quote_text(queue)?,
+        quote_text(worker_id)?,
+        ms(lease),
+    );
+    Ok(match after {
+        None => format!("{head})"),
+        Some(c) => format!(
+            "{head}, '{}'::smallint, '{}'::timestamptz, '{}'::bigint)",
+            c.priority,
+            c.run_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            c.id
+        ),
+    })
+}
 
 /// Leases up to `limit` jobs, in (priority, run_at, id) order, starting after `after` when
 /// given.
@@ -84,26 +138,14 @@ pub(crate) async fn fetch(
 ) -> Result<Vec<FetchedJob>, QueueError> {
     const OP: &str = "fetch";
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = fetch_sql(queue, limit, worker_id, token, lease, after)?;
     let rows = pool
         .run(OP, timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let q = match after {
-                None => sqlx::query(FETCH_SQL),
-                Some(_) => sqlx::query(FETCH_AFTER_SQL),
-            }
-            .persistent(false)
-            .bind(queue)
-            .bind(limit)
-            .bind(worker_id)
-            .bind(token)
-            .bind(ms(lease));
-            let q = match after {
-                None => q,
-                Some(c) => q.bind(c.priority).bind(c.run_at).bind(c.id),
-            };
-            let rows = q.fetch_all(&mut *tx).await.map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
+            let mut conn = pool.acquire().await.map_err(op_err(OP))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(op_err(OP))
         })
         .await?;
     let mut jobs = rows
@@ -295,4 +337,45 @@ pub(crate) async fn deregister(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_text_escapes_quotes_and_backslashes_and_refuses_nul() {
+        assert_eq!(quote_text("plain").unwrap(), "E'plain'");
+        assert_eq!(quote_text(r"it's a \ path").unwrap(), r"E'it''s a \\ path'");
+        assert!(quote_text("a\0b").is_err());
+    }
+
+    #[test]
+    fn fetch_sql_quotes_every_value() {
+        let run_at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sql = fetch_sql(
+            "q'x",
+            50,
+            "w",
+            i64::MIN,
+            Duration::from_secs(30),
+            Some(FetchCursor {
+                priority: -3,
+                run_at,
+                id: 7,
+            }),
+        )
+        .unwrap();
+        assert!(sql.contains("fetch_jobs_after(E'q''x'::text, '50'::bigint, E'w'::text"));
+        assert!(sql.contains("'-9223372036854775808'::bigint, '30000'::bigint"));
+        assert!(sql.contains("'-3'::smallint, '2026-01-02T03:04:05.123456Z'::timestamptz"));
+        assert!(
+            !fetch_sql("q", 1, "w", 1, Duration::ZERO, None)
+                .unwrap()
+                .contains("fetch_jobs_after")
+        );
+    }
 }

@@ -150,10 +150,13 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     ensure_database(&settings).await?;
 
     crate::admin::migrate(&settings).await?;
-    let (app_pool, app_ps) = wiring::app_pool(&settings).await?;
-    let (queue_pool, _) = wiring::queue_pool(&settings).await?;
-    let store = Store::new(app_pool.clone(), StoreOptions::for_pool(&app_ps));
-    let queue = Queue::new(queue_pool.clone(), wiring::queue_config(&settings));
+    let pools = wiring::pools(&settings).await?;
+    let app_pool = pools.app.clone();
+    let store = Store::new(
+        app_pool.clone(),
+        StoreOptions::for_pool(&pools.app_settings),
+    );
+    let queue = Queue::new(pools.queue.clone(), wiring::queue_config(&settings));
 
     let n = usize::try_from(opts.leads)
         .map_err(|_| WorkerError::Config(format!("--leads: {} is too large", opts.leads)))?;
@@ -179,7 +182,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     )
     .await?;
 
-    let sampler = runner::pool_size_sampler(app_pool.clone(), queue_pool.clone());
+    let sampler = runner::pools_sampler(&pools);
     let mut options = WorkerOptions::from_settings(&settings)?;
     options.exit_when_idle = true;
     options.http_bind = None;
@@ -197,8 +200,8 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     let wall = started.elapsed().as_secs_f64();
     let mock_stats = mock.stats();
     let _ = mock.shutdown().await;
-    app_pool.close().await;
-    queue_pool.close().await;
+    pools.app.close().await;
+    pools.queue.close().await;
 
     let m = &summary.metrics;
     Ok(DemoSummary {

@@ -108,28 +108,37 @@ pub fn pool_size_sampler(app: sqlx::PgPool, queue: sqlx::PgPool) -> BackendSampl
     })
 }
 
+/// Like [`pool_size_sampler`], counting a shared pool once.
+pub fn pools_sampler(pools: &wiring::Pools) -> BackendSampler {
+    let pools = pools.clone();
+    Arc::new(move || {
+        let n = pools.size();
+        Box::pin(async move { Some(n) })
+    })
+}
+
 /// Connects everything from the options and runs until a signal (or idleness).
 pub async fn run_worker(options: WorkerOptions) -> Result<WorkSummary, WorkerError> {
     let s = &options.settings;
     let llm = wiring::llm_client(s)?;
-    let (app_pool, app_ps) = wiring::app_pool(s).await?;
-    let (queue_pool, queue_ps) = wiring::queue_pool(s).await?;
+    let pools = wiring::pools(s).await?;
+    let backend_sampler = Some(pools_sampler(&pools));
     // The handler's store calls retry once (a single dropped connection); a longer outage is
     // the circuit breaker's and the queue's business, so store-level retries do not multiply
     // the connection attempts against a database that is down.
     let store = Store::new(
-        app_pool,
+        pools.app.clone(),
         insights_store::StoreOptions {
             retry: HANDLER_STORE_RETRY,
-            ..insights_store::StoreOptions::for_pool(&app_ps)
+            ..insights_store::StoreOptions::for_pool(&pools.app_settings)
         },
     );
-    let queue = Queue::new(queue_pool, wiring::queue_config(s));
-    tracing::debug!(queue_target = %queue_ps.target(), "queue pool ready");
-    let backend_sampler = Some(pool_size_sampler(
-        store.pool().clone(),
-        queue.pool().clone(),
-    ));
+    let queue = Queue::new(pools.queue.clone(), wiring::queue_config(s));
+    tracing::debug!(
+        queue_target = %pools.queue_settings.target(),
+        shared_pool = pools.shared,
+        "pools ready"
+    );
     run_worker_with(WorkerParts {
         store,
         queue,

@@ -35,6 +35,55 @@ pub(crate) async fn queue_pool(settings: &Settings) -> Result<(PgPool, PoolSetti
     Ok((pool, ps))
 }
 
+/// The worker's database pools: one shared pool when the queue lives at the app's URL.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    /// For the store (`DATABASE_URL`).
+    pub app: PgPool,
+    pub app_settings: PoolSettings,
+    /// For the queue: a clone of `app` when `shared`.
+    pub queue: PgPool,
+    pub queue_settings: PoolSettings,
+    /// One pool serves both: at most `INSIGHTS_DB_POOL_MAX` backends instead of twice that.
+    pub shared: bool,
+}
+
+impl Pools {
+    /// The connections this process has open in its pools (each counted once).
+    pub fn size(&self) -> u64 {
+        if self.shared {
+            u64::from(self.app.size())
+        } else {
+            u64::from(self.app.size()) + u64::from(self.queue.size())
+        }
+    }
+}
+
+/// The app pool and the queue pool. When `QUEUE_DATABASE_URL` is unset (or names the same
+/// database in the same pooler mode) one pool of `INSIGHTS_DB_POOL_MAX` serves both: the
+/// store's batched statements and the queue's fetch/complete statements are all short, so
+/// they share connections well, and a worker never holds more backends than the setting says.
+/// Each side keeps its own connection gate over the shared pool; during an outage that is at
+/// most one probe per side, as with two pools.
+pub async fn pools(settings: &Settings) -> Result<Pools, WorkerError> {
+    let (app, app_settings) = app_pool(settings).await?;
+    let queue_settings = PoolSettings::queue_from_settings(settings)?;
+    let shared =
+        queue_settings.url == app_settings.url && queue_settings.mode() == app_settings.mode();
+    let queue = if shared {
+        app.clone()
+    } else {
+        pool::connect(&queue_settings).await.map_err(store_err)?
+    };
+    Ok(Pools {
+        app,
+        app_settings,
+        queue,
+        queue_settings,
+        shared,
+    })
+}
+
 /// Queue settings from the environment: attempts, call timeout, LISTEN over the direct URL.
 pub(crate) fn queue_config(settings: &Settings) -> QueueConfig {
     QueueConfig {

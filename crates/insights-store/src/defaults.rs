@@ -46,7 +46,7 @@ pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const APPLICATION_NAME: &str = "insights-worker";
 
-/// Batched insight writer: a flush starts when this many records are queued ...
+/// Batched insight writer: at most this many records per flush ...
 pub const WRITER_MAX_BATCH: usize = 256;
 /// ... and no extra wait for more: a flush starts as soon as a flush slot is free, taking what
 /// is queued. At low load a write costs one round trip; under load records pile up while the

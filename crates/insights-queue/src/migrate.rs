@@ -145,6 +145,18 @@ BEGIN
 END $$;
 "#,
     },
+    Migration {
+        version: 3,
+        name: "notify_from_push",
+        // The insert trigger's transition table copied every inserted row into a tuplestore
+        // (spilling to temp files on a bulk push) only to find the distinct queue names; the
+        // push statement knows its queue and notifies itself (see `queue.rs`), once per
+        // statement that inserted anything. Nothing else inserts jobs.
+        sql: r#"
+DROP TRIGGER IF EXISTS jobs_notify_insert ON insights_queue.jobs;
+DROP FUNCTION IF EXISTS insights_queue.notify_insert();
+"#,
+    },
 ];
 
 /// Creates or upgrades the `insights_queue` schema. Idempotent; concurrent callers wait for

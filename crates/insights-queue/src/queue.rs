@@ -44,8 +44,14 @@ WITH input AS (
     FROM input ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING 1
+), n AS (
+    SELECT count(*) AS n FROM ins
 )
-SELECT count(*) FROM ins
+-- Wakes workers that LISTEN over a direct URL (channel: defaults::NOTIFY_CHANNEL);
+-- delivered at commit.
+SELECT n.n FROM n LEFT JOIN LATERAL (
+    SELECT pg_notify('insights_queue_jobs', $1) WHERE n.n > 0
+) notified ON true
 "#;
 
 impl Queue {

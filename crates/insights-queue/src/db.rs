@@ -95,6 +95,16 @@ impl Db {
     }
 }
 
+/// Hands a connection back and waits until it is idle in the pool. sqlx's drop handler does
+/// the same in a spawned task (a Sync round trip to test the connection), and a call starting
+/// in that window finds no idle connection and opens another one: awaiting it here keeps the
+/// queue's backends at the number of its calls in flight. Only inside [`Db::run`], so the
+/// round trip is under the same timeout. (`return_to_pool` is public but doc-hidden in sqlx
+/// 0.9; if it goes away, dropping the connection is the fallback, at the cost of that window.)
+pub(crate) async fn give_back(mut conn: PoolConnection<Postgres>) {
+    conn.return_to_pool().await;
+}
+
 fn gate_closed() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::ConnectionAborted,

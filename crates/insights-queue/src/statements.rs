@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::db::{Db, op_err};
+use crate::db::{Db, give_back, op_err};
 use crate::defaults;
 use crate::error::QueueError;
 
@@ -142,10 +142,12 @@ pub(crate) async fn fetch(
     let rows = pool
         .run(OP, timeout, async {
             let mut conn = pool.acquire().await.map_err(op_err(OP))?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut *conn)
                 .await
-                .map_err(op_err(OP))
+                .map_err(op_err(OP))?;
+            give_back(conn).await;
+            Ok(rows)
         })
         .await?;
     let mut jobs = rows
@@ -203,7 +205,10 @@ pub(crate) async fn complete(
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
     let refunds: Vec<bool> = batch.iter().map(|c| c.refund).collect();
     pool.run(OP, timeout, async {
-        let mut tx = pool.begin().await.map_err(op_err(OP))?;
+        let mut conn = pool.acquire().await.map_err(op_err(OP))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(op_err(OP))?;
         let done = sqlx::query(COMPLETE_SQL)
             .persistent(false)
             .bind(&ids)
@@ -217,6 +222,7 @@ pub(crate) async fn complete(
             .await
             .map_err(op_err(OP))?;
         tx.commit().await.map_err(op_err(OP))?;
+        give_back(conn).await;
         Ok(done.rows_affected())
     })
     .await

@@ -1,5 +1,5 @@
-//! The worker in process, built like `insights work` builds it (separate app and queue pools
-//! from the same settings), so a test can read the store's connection statistics and the
+//! The worker in process, built like `insights work` builds it (its pools and queue from the
+//! same settings), so a test can read the store's connection statistics and the
 //! worker's metrics while it runs.
 
 use std::time::Duration;
@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use insights_core::Settings;
 use insights_llm::{LlmClient, LlmConfig};
-use insights_queue::{Queue, QueueConfig};
-use insights_store::{PoolSettings, Store, StoreOptions};
+use insights_queue::Queue;
+use insights_store::{Store, StoreOptions};
 use insights_worker::WorkerError;
 use insights_worker::metrics::Metrics;
 use insights_worker::runner::{WorkSummary, WorkerOptions, WorkerParts, run_worker_with};
@@ -38,31 +38,22 @@ impl InProcessWorker {
         llm: LlmConfig,
         exit_when_idle: bool,
     ) -> anyhow::Result<Self> {
-        let app_ps = PoolSettings::app_from_settings(settings)?;
-        let queue_ps = PoolSettings::queue_from_settings(settings)?;
-        let app_pool = insights_store::connect(&app_ps)
+        // The pools and queue exactly as `insights work` builds them (one shared pool when the
+        // queue lives in the app database).
+        let pools = insights_worker::pools(settings)
             .await
-            .map_err(|e| anyhow::anyhow!("app pool: {e}"))?;
-        let queue_pool = insights_store::connect(&queue_ps)
-            .await
-            .map_err(|e| anyhow::anyhow!("queue pool: {e}"))?;
-        let store = Store::new(app_pool, StoreOptions::for_pool(&app_ps));
-        // As `insights work` configures its queue (insights-worker's wiring).
-        let queue = Queue::new(
-            queue_pool,
-            QueueConfig {
-                default_max_attempts: i32::try_from(settings.max_attempts).unwrap_or(i32::MAX),
-                statement_timeout: settings.db_statement_timeout,
-                ..QueueConfig::default()
-            },
+            .map_err(|e| anyhow::anyhow!("pools: {e}"))?;
+        let store = Store::new(
+            pools.app.clone(),
+            StoreOptions::for_pool(&pools.app_settings),
         );
+        let queue = Queue::new(pools.queue.clone(), insights_worker::queue_config(settings));
         let llm = LlmClient::new(llm).map_err(|e| anyhow::anyhow!("LLM client: {e}"))?;
         let mut options = WorkerOptions::from_settings(settings)?;
         options.exit_when_idle = exit_when_idle;
         options.http_bind = None;
         let metrics = Metrics::new();
-        let sampler =
-            insights_worker::runner::pool_size_sampler(store.pool().clone(), queue.pool().clone());
+        let sampler = insights_worker::runner::pools_sampler(&pools);
         let task = tokio::spawn(run_worker_with(WorkerParts {
             store: store.clone(),
             queue: queue.clone(),

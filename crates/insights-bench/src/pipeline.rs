@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use insights_core::Settings;
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_llm::{LlmClient, LlmConfig};
-use insights_queue::{Queue, QueueConfig};
+use insights_queue::Queue;
 use insights_store::{PoolSettings, Store, StoreOptions};
 use insights_worker::producer::{self, EnqueueRequest};
 use insights_worker::runner::{self, WorkerOptions, WorkerParts};
@@ -28,8 +28,8 @@ pub struct PipelineSpec {
     pub leads: usize,
     pub llm_latency: Duration,
     pub concurrency: usize,
-    /// Max connections of each of the worker's two pools (app, queue), as
-    /// `INSIGHTS_DB_POOL_MAX`.
+    /// `INSIGHTS_DB_POOL_MAX`: the worker's one pool (shared by store and queue, as in
+    /// `insights work` when the queue lives in the app database).
     pub pool_max: u32,
 }
 
@@ -128,21 +128,15 @@ pub async fn app_pool(settings: &Settings) -> anyhow::Result<(PgPool, PoolSettin
 /// Runs the producer and the worker until every candidate has its insight.
 pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<PipelineOutcome> {
     let s = &env.settings;
-    let (app, app_ps) = app_pool(s).await?;
-    let queue_ps = PoolSettings::queue_from_settings(s).map_err(|e| anyhow!("{e}"))?;
-    let queue_pool = insights_store::pool::connect(&queue_ps)
+    // As `insights work` builds them: one pool shared by the store and the queue when both live
+    // at the same URL.
+    let pools = insights_worker::pools(s)
         .await
-        .map_err(|e| anyhow!("queue pool: {e}"))?;
-    let store = Store::new(app.clone(), StoreOptions::for_pool(&app_ps));
-    // As the worker's wiring builds it from the same settings.
-    let queue = Queue::new(
-        queue_pool.clone(),
-        QueueConfig {
-            default_max_attempts: i32::try_from(s.max_attempts).unwrap_or(i32::MAX),
-            statement_timeout: s.db_statement_timeout,
-            ..QueueConfig::default()
-        },
-    );
+        .map_err(|e| anyhow!("pools: {e}"))?;
+    let app = pools.app.clone();
+    let queue_pool = pools.queue.clone();
+    let store = Store::new(app.clone(), StoreOptions::for_pool(&pools.app_settings));
+    let queue = Queue::new(queue_pool.clone(), insights_worker::queue_config(s));
     let llm_base = s.require_llm_base_url().map_err(|e| anyhow!("{e}"))?;
     let llm = LlmClient::new(LlmConfig::from_settings(
         s,

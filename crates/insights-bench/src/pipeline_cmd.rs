@@ -21,7 +21,7 @@ pub struct PipelineArgs {
     /// Worker concurrency (`INSIGHTS_CONCURRENCY`).
     #[arg(long, default_value_t = PIPELINE_CONCURRENCY)]
     pub concurrency: usize,
-    /// Max connections per pool (`INSIGHTS_DB_POOL_MAX`; the worker has an app and a queue pool).
+    /// Max connections of the worker's pool (`INSIGHTS_DB_POOL_MAX`; store and queue share it).
     #[arg(long, default_value_t = PIPELINE_POOL_MAX)]
     pub pool_max: u32,
 }

@@ -26,4 +26,4 @@ pub use handler::{JobOutcome, Pipeline};
 pub use metrics::{Metrics, SkipReason, Snapshot};
 pub use producer::{EnqueueReport, EnqueueRequest, enqueue};
 pub use runner::{WorkSummary, WorkerOptions, run_worker};
-pub use wiring::{Pools, pools};
+pub use wiring::{Pools, pools, queue_config};

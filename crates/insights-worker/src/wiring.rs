@@ -85,7 +85,7 @@ pub async fn pools(settings: &Settings) -> Result<Pools, WorkerError> {
 }
 
 /// Queue settings from the environment: attempts, call timeout, LISTEN over the direct URL.
-pub(crate) fn queue_config(settings: &Settings) -> QueueConfig {
+pub fn queue_config(settings: &Settings) -> QueueConfig {
     QueueConfig {
         default_max_attempts: i32::try_from(settings.max_attempts).unwrap_or(i32::MAX),
         statement_timeout: settings.db_statement_timeout,

@@ -80,14 +80,29 @@ pub fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt 
 }
 
 fn render(m: &Message) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let t = m.sent_at;
+    let speaker = m.direction.speaker();
+    let mut line = String::with_capacity(m.body.len() + speaker.len() + 24);
+    // Fields written directly: chrono's `format` re-parses its pattern for every message, and
+    // this runs for every message of every lead (it was the largest CPU item on the LLM path).
+    let _ = write!(
+        line,
+        "[{:04}-{:02}-{:02} {:02}:{:02}] {speaker}: ",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    );
     // Newlines inside a body would make one message look like several.
-    let body = m.body.replace(['\r', '\n'], " ");
-    format!(
-        "[{}] {}: {}",
-        m.sent_at.format("%Y-%m-%d %H:%M"),
-        m.direction.speaker(),
-        body
-    )
+    line.extend(
+        m.body
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+    );
+    line
 }
 
 fn cut(line: &str, budget: usize) -> String {
@@ -127,6 +142,17 @@ mod tests {
             messages,
             total_message_count: n as i64 + 5,
         }
+    }
+
+    #[test]
+    fn renders_a_message_as_one_timestamped_line() {
+        let m = Message {
+            id: 1,
+            direction: Direction::Outbound,
+            body: "two\r\nlines".into(),
+            sent_at: Utc.with_ymd_and_hms(2026, 3, 7, 9, 5, 59).unwrap(),
+        };
+        assert_eq!(render(&m), "[2026-03-07 09:05] Agent: two  lines");
     }
 
     #[test]

@@ -15,10 +15,10 @@ pub const RETRY_MAX_RETRIES: usize = 4;
 /// Connection gate (see `gate.rs`): after a connection failure the store stops calling the
 /// database for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
 /// `[3d/4, d]`). The cap bounds how long a recovered database waits for the next probe, so it
-/// stays below the worker's recovery target (2 s); one probe per [`GATE_CAP`] is also what an
+/// leaves room in the worker's recovery target (2 s after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also what an
 /// outage costs in connection attempts once the backoff has grown.
 pub const GATE_BASE: Duration = Duration::from_millis(250);
-pub const GATE_CAP: Duration = Duration::from_secs(2);
+pub const GATE_CAP: Duration = Duration::from_millis(1500);
 /// A probe that has not answered after this long no longer blocks the next (a call on a
 /// blackholed connection only ends at its timeout).
 pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
@@ -32,8 +32,11 @@ pub const ACQUIRE_TIMEOUT: Duration =
 pub const POOL_MAX: u32 = insights_core::defaults::DB_POOL_MAX;
 
 /// A pooled connection idle longer than this is pinged before use (a cheaper middle ground
-/// than sqlx's ping-on-every-acquire, which costs a round trip per call).
-pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// than sqlx's ping-on-every-acquire, which costs a round trip per call: under load connections
+/// are never idle this long). Short, because after an outage the idle connections are the dead
+/// ones: a gate's probe that picked one would fail and double the wait although the database
+/// is back (fault suite, scenarios 2 and 3: recovery 3.7 s with 1 s here).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(100);
 /// Bound on the health check of a connection handed back to the pool. sqlx's own release check
 /// has no bound: on a connection whose bytes vanish (a network blackhole, a middlebox that lost
 /// its state) it never returns and the pool slot is lost for good.

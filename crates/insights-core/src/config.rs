@@ -55,7 +55,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "INSIGHTS_DB_POOL_MAX",
         default: "4",
-        meaning: "Maximum connections per pool (app pool and queue pool each), 1 to 1000.",
+        meaning: "Maximum connections of the worker's pool, 1 to 1000: one pool serves store and queue when both use the same URL; with a separate QUEUE_DATABASE_URL each of the two pools gets this many.",
     },
     VarDoc {
         name: "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS",

@@ -104,7 +104,7 @@ impl fmt::Display for DemoSummary {
         )?;
         writeln!(
             f,
-            "  peak DB connections {} (pool max {} per pool, 2 pools)",
+            "  peak DB connections {} (one pool of at most {}, shared by store and queue)",
             self.peak_backends, self.pool_max
         )?;
         writeln!(f, "  mean conn. hold/job {:.2} ms", self.mean_hold_ms)?;

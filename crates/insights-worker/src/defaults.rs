@@ -30,8 +30,11 @@ pub const HANDLER_STORE_RETRY: insights_store::RetryPolicy = insights_store::Ret
 /// How long an LLM quota error pauses fetching: quota rarely comes back within seconds, and
 /// every fetched job would fail the same way.
 pub const QUOTA_PAUSE: Duration = Duration::from_secs(60);
-/// How long a job is snoozed (no attempt burned) when the app database is unreachable.
-pub const CONNECTION_SNOOZE: Duration = Duration::from_secs(5);
+/// How long a job is snoozed (no attempt burned) when the app database is unreachable. Short:
+/// the breaker and the connection gates already hold fetching back while the database is down,
+/// so the snooze only keeps the job from being refetched at once; a long one delays recovery
+/// (fault suite, scenario 3: the last job waited out a 5 s snooze after the fault cleared).
+pub const CONNECTION_SNOOZE: Duration = Duration::from_secs(1);
 /// How long a job is snoozed when the LLM quota is exhausted.
 pub const QUOTA_SNOOZE: Duration = Duration::from_secs(60);
 

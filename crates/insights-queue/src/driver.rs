@@ -628,8 +628,21 @@ async fn listen_loop(shared: Arc<Shared>) {
 }
 
 async fn listen_session(shared: &Shared, url: &str) -> Result<(), sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-    listener.listen(defaults::NOTIFY_CHANNEL).await?;
+    // Connecting and subscribing are bounded like every other call: on a blackholed network
+    // they would otherwise hang, and the loop would never subscribe again. Waiting in `recv`
+    // is unbounded on purpose (a quiet channel is normal); polling covers a silent break.
+    let after = shared.queue.inner.config.statement_timeout;
+    let subscribe = async {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(defaults::NOTIFY_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    let mut listener = tokio::time::timeout(after, subscribe).await.map_err(|_| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "LISTEN did not subscribe within the statement timeout",
+        ))
+    })??;
     loop {
         let n = listener.recv().await?;
         if n.payload() == shared.queue_name {

@@ -7,7 +7,7 @@ use crate::defaults;
 /// Settings shared by producers, workers and the operations API.
 ///
 /// `Default` gives: poll 100 ms, lease 30 s, heartbeat 10 s, rescue 15 s, completion flush
-/// 10 ms / 1,000 rows, fetch batch at most 200, retry backoff 2 s doubling to a 600 s cap (full
+/// at once (no linger) / 1,000 rows, fetch batch at most 200, retry backoff 2 s doubling to a 600 s cap (full
 /// jitter), 8 attempts, 10 s per database round trip, database backoff 100 ms → 5 s, 10 s to
 /// flush completions at shutdown, no LISTEN (polling only).
 #[derive(Clone)]

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// Set when the fetch loop has returned (no fetch statement can still land).
     pub fetch_exited: AtomicBool,
     pub fetch_exited_notify: Notify,
+    /// Fetch statements on the wire; the completer lets them go first (see `completer_loop`).
+    pub fetches_on_wire: AtomicUsize,
+    pub fetches_landed: Notify,
     /// Completions, heartbeats and rescues take turns on one connection: none is latency
     /// critical (a slot is freed before its completion is written), and without the turn
     /// taking they overlap with the fetch loop's two and a worker holds four connections.
@@ -98,6 +101,8 @@ impl Shared {
             stats: WorkerStats::default(),
             fetch_exited: AtomicBool::new(false),
             fetch_exited_notify: Notify::new(),
+            fetches_on_wire: AtomicUsize::new(0),
+            fetches_landed: Notify::new(),
             maintenance: tokio::sync::Mutex::new(()),
         }
     }
@@ -326,15 +331,25 @@ fn log_db_error(shared: &Shared, what: &str, e: &crate::QueueError, failures: u3
 /// trip per batch.
 const MAX_OUTSTANDING_FETCHES: usize = 2;
 
+/// What a fetch delivered: how many jobs, and the key of the last one.
+struct FetchSummary {
+    got: usize,
+    last: Option<FetchCursor>,
+}
+
 /// (slots reserved, whether it started after a cursor, result)
-type FetchOutput = (usize, bool, Result<Vec<FetchedJob>, crate::QueueError>);
+type FetchOutput = (usize, bool, Result<FetchSummary, crate::QueueError>);
 type FetchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = FetchOutput> + Send>>;
 
+/// Runs one fetch and hands its jobs to the worker as soon as they arrive; the future ends once
+/// its connection is back in the pool, so the fetch loop's count of outstanding fetches is also
+/// a count of the connections they hold.
 fn issue_fetch(shared: &Arc<Shared>, want: usize, after: Option<FetchCursor>) -> FetchFuture {
     let shared = shared.clone();
     Box::pin(async move {
         let cfg = &shared.queue.inner.config;
         let token: i64 = rand::rng().random();
+        let on_wire = OnWire::new(&shared);
         let res = statements::fetch(
             &shared.queue.inner.db,
             cfg.statement_timeout,
@@ -346,8 +361,66 @@ fn issue_fetch(shared: &Arc<Shared>, want: usize, after: Option<FetchCursor>) ->
             after,
         )
         .await;
+        drop(on_wire);
+        let res = match res {
+            Ok((jobs, conn)) => {
+                let summary = deliver(&shared, want, jobs);
+                statements::give_back_within(conn, cfg.statement_timeout).await;
+                Ok(summary)
+            }
+            Err(e) => {
+                for _ in 0..want {
+                    shared.release_slot_quiet();
+                }
+                Err(e)
+            }
+        };
         (want, after.is_some(), res)
     })
+}
+
+/// Counts a fetch statement as on the wire while it lives.
+struct OnWire<'a>(&'a Shared);
+
+impl<'a> OnWire<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.fetches_on_wire.fetch_add(1, Ordering::AcqRel);
+        Self(shared)
+    }
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        if self.0.fetches_on_wire.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.fetches_landed.notify_waiters();
+        }
+    }
+}
+
+/// Records the leases of fetched jobs, buffers them for the worker and wakes it; releases the
+/// slots reserved for jobs the fetch did not find.
+fn deliver(shared: &Shared, want: usize, jobs: Vec<FetchedJob>) -> FetchSummary {
+    let got = jobs.len();
+    for _ in got..want {
+        shared.release_slot_quiet();
+    }
+    let last = jobs.last().map(FetchCursor::of);
+    if got > 0 {
+        shared.stats.add_fetched(got as u64);
+        {
+            let mut leases = lock(&shared.leases);
+            for j in &jobs {
+                leases.insert(j.id, j.token);
+            }
+        }
+        lock(&shared.buffer).extend(jobs);
+        if shared.stop_fetch.is_cancelled() {
+            shared.hand_back_buffered();
+        } else {
+            shared.wake_worker();
+        }
+    }
+    FetchSummary { got, last }
 }
 
 /// Slots are reserved (counted in `in_flight`) when a fetch is issued, so concurrent fetches
@@ -417,35 +490,15 @@ async fn fetch_loop(shared: Arc<Shared>) {
             // In-flight fetches are awaited even when stopping: their leases are handed back.
             Some((want, bounded, res)) = outstanding.next(), if !outstanding.is_empty() => {
                 match res {
-                    Ok(jobs) => {
+                    Ok(FetchSummary { got, last }) => {
                         if backoff.failures() > 0 {
                             tracing::info!(worker = %shared.worker_id, "fetch recovered");
                         }
                         backoff.reset();
-                        let got = jobs.len();
-                        for _ in got..want {
-                            shared.release_slot_quiet();
-                        }
-                        if let Some(last) = jobs.last() {
-                            let c = FetchCursor::of(last);
-                            if cursor.is_none_or(|old| c.key() > old.key()) {
-                                cursor = Some(c);
-                            }
-                        }
-                        if got > 0 {
-                            shared.stats.add_fetched(got as u64);
-                            {
-                                let mut leases = lock(&shared.leases);
-                                for j in &jobs {
-                                    leases.insert(j.id, j.token);
-                                }
-                            }
-                            lock(&shared.buffer).extend(jobs);
-                            if stop.is_cancelled() {
-                                shared.hand_back_buffered();
-                            } else {
-                                shared.wake_worker();
-                            }
+                        if let Some(c) = last
+                            && cursor.is_none_or(|old| c.key() > old.key())
+                        {
+                            cursor = Some(c);
                         }
                         if got < want {
                             if bounded {
@@ -461,9 +514,6 @@ async fn fetch_loop(shared: Arc<Shared>) {
                         }
                     }
                     Err(e) => {
-                        for _ in 0..want {
-                            shared.release_slot_quiet();
-                        }
                         let delay = backoff.next_delay();
                         log_db_error(&shared, "fetch", &e, backoff.failures());
                         wait_until = Some(Instant::now() + delay);
@@ -535,11 +585,30 @@ async fn completer_loop(shared: Arc<Shared>) {
             _ = stop.cancelled() => return,
             _ = shared.pending_ready.notified() => {}
         }
-        // Let a batch gather, unless one is already full.
-        if lock(&shared.pending).len() < cfg.completion_max_batch {
+        // Optionally let a batch gather. Without it (the default) completions still batch:
+        // those that arrive while a flush is on the wire go together in the next one.
+        if !cfg.completion_flush_interval.is_zero()
+            && lock(&shared.pending).len() < cfg.completion_max_batch
+        {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(cfg.completion_flush_interval) => {}
+            }
+        }
+        // Fetches go first: a wave of jobs that ended together frees its slots and finishes its
+        // rows at the same moment, and the next jobs should not wait behind the completion
+        // statement for the database's attention. Bounded, so completions are never starved by
+        // a fetch loop that always has a statement on the wire (then they batch up meanwhile).
+        let yield_until = tokio::time::Instant::now() + defaults::COMPLETION_YIELD_MAX;
+        loop {
+            let landed = shared.fetches_landed.notified();
+            if shared.fetches_on_wire.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = landed => {}
+                _ = tokio::time::sleep_until(yield_until) => break,
             }
         }
         loop {

@@ -7,7 +7,18 @@
 //!
 //! Every statement is unnamed (`.persistent(false)`) inside an explicit transaction and under a
 //! timeout, with no session state, so one code path works directly and behind pgbouncer in
-//! transaction mode. LISTEN is only used over [`QueueConfig::listen_url`] (a direct URL).
+//! transaction mode; the fetch is one simple-protocol statement carrying only literals (its own
+//! implicit transaction; see `db.rs`). LISTEN is only used over [`QueueConfig::listen_url`] (a
+//! direct URL).
+//!
+//! # Guarantees
+//! - At least once: a job runs until a completion is written under its lease. A worker that
+//!   dies leaves leases that lapse and are rescued; a job may then run again.
+//! - A claim (the fetch) commits without waiting for its WAL flush. A database crash can lose
+//!   the claims of the last few hundred milliseconds; those jobs are available again and run
+//!   again, and the first run's completion is fenced out (its lease is gone). Whatever a
+//!   handler committed on the same server afterwards flushed the claim with it.
+//! - Completions, retries and discards are ordinary (durable) commits, batched.
 //!
 //! # Handler outcome conventions
 //! What the backend's layer does with the handler's `Result`:
@@ -31,9 +42,9 @@
 //! # The pool (built by the caller)
 //! - Behind pgbouncer: `PgConnectOptions::extra_float_digits(None)` (pgbouncer refuses the
 //!   start-up parameter); nothing else changes.
-//! - A worker uses up to 4 connections at once (two fetches in flight, the completion writer,
-//!   the heartbeat; plus LISTEN on its own direct connection when configured); it works with
-//!   fewer, it just waits for a connection.
+//! - A worker uses up to 3 connections at once (two fetches in flight; completions, heartbeat
+//!   and rescue take turns on a third; plus LISTEN on its own direct connection when
+//!   configured); it works with fewer, it just waits for a connection.
 //! - Every call is bounded by [`QueueConfig::statement_timeout`], so the pool's own
 //!   `acquire_timeout` only needs to be shorter than that.
 //!

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Row};
 
 use crate::db::{Db, give_back, op_err};
 use crate::defaults;
@@ -124,7 +125,9 @@ pub(crate) fn fetch_sql(
 }
 
 /// Leases up to `limit` jobs, in (priority, run_at, id) order, starting after `after` when
-/// given.
+/// given. The connection comes back with the jobs, still checked out: the caller hands the jobs
+/// to the worker first and gives the connection back after ([`give_back_within`]), so the
+/// release check's round trips do not delay the jobs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn fetch(
     pool: &Db,
@@ -135,19 +138,18 @@ pub(crate) async fn fetch(
     token: i64,
     lease: Duration,
     after: Option<FetchCursor>,
-) -> Result<Vec<FetchedJob>, QueueError> {
+) -> Result<(Vec<FetchedJob>, PoolConnection<Postgres>), QueueError> {
     const OP: &str = "fetch";
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let sql = fetch_sql(queue, limit, worker_id, token, lease, after)?;
-    let rows = pool
+    let (rows, conn) = pool
         .run(OP, timeout, async {
             let mut conn = pool.acquire().await.map_err(op_err(OP))?;
             let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(op_err(OP))?;
-            give_back(conn).await;
-            Ok(rows)
+            Ok((rows, conn))
         })
         .await?;
     let mut jobs = rows
@@ -168,7 +170,13 @@ pub(crate) async fn fetch(
         .map_err(op_err(OP))?;
     // UPDATE .. RETURNING does not keep the CTE's order.
     jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
-    Ok(jobs)
+    Ok((jobs, conn))
+}
+
+/// [`give_back`] bounded by `within`: on a connection that stopped answering, the release
+/// check would otherwise never end. Giving up drops the connection (it leaves the pool).
+pub(crate) async fn give_back_within(conn: PoolConnection<Postgres>, within: Duration) {
+    let _ = tokio::time::timeout(within, give_back(conn)).await;
 }
 
 const COMPLETE_SQL: &str = r#"

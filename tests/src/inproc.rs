@@ -61,6 +61,7 @@ impl InProcessWorker {
             metrics: metrics.clone(),
             options,
             backend_sampler: Some(sampler),
+            stop: None,
         }));
         Ok(Self {
             store,

@@ -195,6 +195,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
         metrics: metrics.clone(),
         options,
         backend_sampler: Some(sampler),
+        stop: None,
     })
     .await?;
     let wall = started.elapsed().as_secs_f64();

@@ -211,6 +211,12 @@ impl Metrics {
         self.c.peak_backends.fetch_max(n, Ordering::Relaxed);
     }
 
+    /// Jobs that finished in any way: one atomic read, for callers that poll (a
+    /// [`Self::snapshot`] sorts the latency samples).
+    pub fn processed(&self) -> u64 {
+        self.c.processed.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (p50, p95, samples) = {

@@ -19,6 +19,7 @@ use insights_queue::{FetchControl, Queue, QueueBackend, WorkerStats};
 use insights_store::{ConversationLoader, InsightWriter, LoaderConfig, Store, WriterConfig};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::defaults::{
@@ -90,6 +91,9 @@ pub struct WorkerParts {
     /// Called periodically to sample database backends for the peak figure (`None`: no
     /// sampling).
     pub backend_sampler: Option<BackendSampler>,
+    /// Stops the worker gracefully when cancelled, as SIGTERM does (for embedding the worker
+    /// in another program; `None`: signals and `exit_when_idle` only).
+    pub stop: Option<CancellationToken>,
 }
 
 /// Returns the current number of backends of the database.
@@ -146,6 +150,7 @@ pub async fn run_worker(options: WorkerOptions) -> Result<WorkSummary, WorkerErr
         metrics: Metrics::new(),
         options,
         backend_sampler,
+        stop: None,
     })
     .await
 }
@@ -159,6 +164,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
         metrics,
         options,
         backend_sampler,
+        stop,
     } = parts;
     let started = Instant::now();
     let concurrency = options.concurrency.max(1);
@@ -253,7 +259,7 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
         })
         .shutdown_timeout(SHUTDOWN_TIMEOUT);
 
-    let signal = stop_signal(options.exit_when_idle.then(|| queue.clone()));
+    let signal = stop_signal(options.exit_when_idle.then(|| queue.clone()), stop);
     let result = monitor.run_with_signal(signal).await;
 
     let _ = stop_tx.send(true);
@@ -395,14 +401,27 @@ pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
 }
 
 /// Resolves on ctrl-c, SIGTERM, or (with a queue) once the queue is idle.
-async fn stop_signal(idle_queue: Option<Queue>) -> std::io::Result<()> {
+async fn stop_signal(
+    idle_queue: Option<Queue>,
+    stop: Option<CancellationToken>,
+) -> std::io::Result<()> {
     let idle = async move {
         match idle_queue {
             Some(q) => wait_idle(&q).await,
             None => std::future::pending::<()>().await,
         }
     };
+    let stopped = async move {
+        match stop {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
+        () = stopped => {
+            tracing::info!("stop requested: finishing in-flight jobs");
+            Ok(())
+        }
         r = tokio::signal::ctrl_c() => {
             tracing::info!("interrupt: finishing in-flight jobs");
             r

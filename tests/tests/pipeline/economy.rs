@@ -83,7 +83,7 @@ async fn connection_economy_pool_of_two_serves_32_llm_calls() {
     let store = worker.store.clone();
     let metrics = worker.metrics.clone();
     let samples = sample_while_held(&db, &mock, Some(&store), || {
-        metrics.snapshot().processed >= LEADS as u64
+        metrics.processed() >= LEADS as u64
     })
     .await;
     let summary = worker.join(DRAIN_TIMEOUT).await.unwrap();

@@ -86,6 +86,7 @@ impl Env {
                 metrics: Metrics::new(),
                 options,
                 backend_sampler: None,
+                stop: None,
             }),
         )
         .await

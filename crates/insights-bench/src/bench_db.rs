@@ -4,7 +4,8 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
+use insights_core::DatabaseUrl;
+use insights_store::PoolSettings;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 
 use crate::defaults::{ADMIN_URL, BENCH_DB_PREFIX, STATEMENT_TIMEOUT};
@@ -53,14 +54,17 @@ impl BenchDb {
         })
     }
 
-    /// A pool on this database with at most `max` connections.
+    /// A pool on this database with at most `max` connections, built as `insights work` builds
+    /// its pool (`insights_store::pool`: no ping per checkout, a bounded check per release), so
+    /// both queues in a comparison run on the pool production uses.
     pub async fn pool(&self, max: u32) -> anyhow::Result<PgPool> {
-        PgPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(STATEMENT_TIMEOUT)
-            .connect(&self.url)
+        let mut settings = PoolSettings::new(DatabaseUrl::new(self.url.clone()));
+        settings.max_connections = max;
+        settings.acquire_timeout = STATEMENT_TIMEOUT;
+        settings.statement_timeout = STATEMENT_TIMEOUT;
+        insights_store::pool::connect(&settings)
             .await
-            .with_context(|| format!("connecting a pool to {}", self.name))
+            .map_err(|e| anyhow::anyhow!("connecting a pool to {}: {e}", self.name))
     }
 }
 

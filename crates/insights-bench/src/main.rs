@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 use insights_bench::pipeline_cmd::{self, ConnectionsArgs, PipelineArgs};
 use insights_bench::queue_cmd::{self, QueueArgs};
 
+/// The same allocator as the `insights` binary, so the in-process pipeline runs as it would
+/// there.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "insights-bench",

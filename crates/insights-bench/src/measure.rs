@@ -36,6 +36,8 @@ pub struct Progress {
     count: AtomicUsize,
     /// Nanoseconds since `origin` of the i-th handler completion.
     stamps: Vec<AtomicU64>,
+    /// Sum of the handlers' own durations, nanoseconds (diagnostic: what the queue did not add).
+    busy_nanos: AtomicU64,
 }
 
 impl Progress {
@@ -45,16 +47,22 @@ impl Progress {
             first: OnceLock::new(),
             count: AtomicUsize::new(0),
             stamps: (0..expected).map(|_| AtomicU64::new(0)).collect(),
+            busy_nanos: AtomicU64::new(0),
         })
     }
 
-    /// Called by a handler when it starts: the first call marks the first fetch.
-    pub fn started(&self) {
-        self.first.get_or_init(Instant::now);
+    /// Called by a handler when it starts: the first call marks the first fetch. Returns the
+    /// start, to hand to [`Self::finished`].
+    pub fn started(&self) -> Instant {
+        let now = Instant::now();
+        self.first.get_or_init(|| now);
+        now
     }
 
-    /// Called by a handler when it finishes.
-    pub fn finished(&self) {
+    /// Called by a handler when it finishes, with what [`Self::started`] returned.
+    pub fn finished(&self, started: Instant) {
+        let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(busy, Ordering::Relaxed);
         let i = self.count.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = self.stamps.get(i) {
             let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -68,6 +76,32 @@ impl Progress {
 
     pub fn first(&self) -> Option<Instant> {
         self.first.get().copied()
+    }
+
+    /// Mean handler duration (as the handlers clocked themselves).
+    pub fn mean_busy(&self) -> Option<Duration> {
+        let n = u32::try_from(self.count()).ok().filter(|n| *n > 0)?;
+        Some(Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)) / n)
+    }
+
+    /// When the last handler finished.
+    pub fn last_finished(&self) -> Option<Instant> {
+        let n = self.count().min(self.stamps.len());
+        let nanos = self.stamps.get(n.checked_sub(1)?)?.load(Ordering::Relaxed);
+        Some(self.origin + Duration::from_nanos(nanos))
+    }
+
+    /// Mean time a slot held no handler, per job, over `[first start, until]` at `concurrency`
+    /// slots: what the queue adds to every job (fetch latency, hand-over), spread evenly.
+    pub fn idle_per_job(&self, concurrency: usize, until: Instant) -> Option<Duration> {
+        let first = self.first()?;
+        let n = u32::try_from(self.count()).ok().filter(|n| *n > 0)?;
+        let slot_time = until.saturating_duration_since(first) * u32::try_from(concurrency).ok()?;
+        Some(
+            slot_time.saturating_sub(Duration::from_nanos(
+                self.busy_nanos.load(Ordering::Relaxed),
+            )) / n,
+        )
     }
 
     /// Rate of the last `fraction` of handler completions over the rate of the first `fraction`.
@@ -351,9 +385,9 @@ mod tests {
     #[test]
     fn decay_ratio_is_one_for_a_steady_rate() {
         let p = Progress::new(1000);
-        p.started();
+        let t = p.started();
         for _ in 0..1000 {
-            p.finished();
+            p.finished(t);
             std::thread::sleep(Duration::from_micros(50));
         }
         let r = p.decay_ratio(0.1).unwrap();

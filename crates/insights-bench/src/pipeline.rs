@@ -15,6 +15,7 @@ use insights_worker::producer::{self, EnqueueRequest};
 use insights_worker::runner::{self, WorkerOptions, WorkerParts};
 use insights_worker::{Metrics, WorkSummary};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::bench_db::{BenchDb, admin_url};
 use crate::defaults::{PROGRESS_POLL_INTERVAL, SEED};
@@ -154,25 +155,12 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
     let sampler = BackendSampler::start(&admin_url(), &env.db.name, &[counter.pid]).await?;
     let rss_reset = reset_peak_rss();
 
-    let t0 = Instant::now();
-    let report = producer::enqueue(
-        &store,
-        &queue,
-        EnqueueRequest {
-            limit: u64::MAX,
-            lead_ids: Vec::new(),
-            dry_run: false,
-        },
-    )
-    .await
-    .map_err(|e| anyhow!("enqueue: {e}"))?;
-    let expected = report.enqueued;
-    if expected == 0 {
-        bail!("the producer enqueued nothing");
-    }
-
+    // The worker is up before the producer runs, as in production (a long-running
+    // deployment, and `insights enqueue` from a cron): it takes jobs as their chunks commit.
+    let stop = CancellationToken::new();
     let mut options = WorkerOptions::from_settings(s).map_err(|e| anyhow!("{e}"))?;
-    options.exit_when_idle = true;
+    // Stopped by the bench once every insight is durable, like a deployment that stays up.
+    options.exit_when_idle = false;
     options.http_bind = None;
     options.concurrency = spec.concurrency;
     options.name = "insights-bench".to_owned();
@@ -185,7 +173,29 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
         metrics: metrics.clone(),
         options,
         backend_sampler: None,
+        stop: Some(stop.clone()),
     }));
+
+    let t0 = Instant::now();
+    let report = producer::enqueue(
+        &store,
+        &queue,
+        EnqueueRequest {
+            limit: u64::MAX,
+            lead_ids: Vec::new(),
+            dry_run: false,
+        },
+    )
+    .await
+    .map_err(|e| {
+        stop.cancel();
+        anyhow!("enqueue: {e}")
+    })?;
+    let expected = report.enqueued;
+    if expected == 0 {
+        stop.cancel();
+        bail!("the producer enqueued nothing");
+    }
 
     let per_lead = spec.llm_latency.max(Duration::from_millis(1));
     let deadline = drain_deadline(expected as usize, per_lead, spec.concurrency);
@@ -193,7 +203,7 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
     // Memory first (cheap), then the database for the durable count.
     let waited = async {
         wait_for(deadline, PROGRESS_POLL_INTERVAL, || async {
-            Ok(metrics.snapshot().processed >= expected || worker.is_finished())
+            Ok(metrics.processed() >= expected || worker.is_finished())
         })
         .await
         .context("waiting for the worker to process every job")?;
@@ -209,12 +219,10 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
         Ok(t) => t,
         Err(e) => {
             worker.abort();
-            return Err(e.context(format!(
-                "{} of {expected} processed",
-                metrics.snapshot().processed
-            )));
+            return Err(e.context(format!("{} of {expected} processed", metrics.processed())));
         }
     };
+    stop.cancel();
     let summary = match tokio::time::timeout(Duration::from_secs(120), &mut worker).await {
         Ok(Ok(Ok(summary))) => summary,
         Ok(Ok(Err(e))) => bail!("worker: {e}"),

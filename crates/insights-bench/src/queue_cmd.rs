@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::apalis_baseline;
 use crate::defaults::*;
@@ -33,9 +33,25 @@ pub struct QueueArgs {
     /// Skip the apalis-postgres runs (ours only).
     #[arg(long)]
     pub skip_apalis: bool,
+    /// Run only these scenarios (comma separated); the others are reported as skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+}
+
+/// The scenarios of the queue bench, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Noop,
+    Enqueue,
+    Slow,
+    Decay,
 }
 
 impl QueueArgs {
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
+    }
+
     fn sized(&self) -> Self {
         let mut a = self.clone();
         if a.quick {
@@ -78,11 +94,14 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         concurrency: NOOP_CONCURRENCY,
     };
 
-    say(a.json, &format!("ours: no-op drain of {} jobs", noop.jobs));
-    let ours_noop = flat(ours_queue::drain("q_noop", noop).await);
-    let (mut apalis_default, mut apalis_100) =
-        (Err("skipped".to_owned()), Err("skipped".to_owned()));
-    if !a.skip_apalis {
+    let skipped = || Err::<DrainOutcome, String>("skipped".to_owned());
+    let mut ours_noop = skipped();
+    if a.runs(Scenario::Noop) {
+        say(a.json, &format!("ours: no-op drain of {} jobs", noop.jobs));
+        ours_noop = flat(ours_queue::drain("q_noop", noop).await);
+    }
+    let (mut apalis_default, mut apalis_100) = (skipped(), skipped());
+    if !a.skip_apalis && a.runs(Scenario::Noop) {
         say(
             a.json,
             &format!("apalis-postgres batch {APALIS_DEFAULT_BATCH}: no-op drain"),
@@ -94,23 +113,32 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         );
         apalis_100 = flat(apalis_baseline::drain("a_noop100", noop, APALIS_LARGE_BATCH).await);
     }
-    say(
-        a.json,
-        &format!("ours: bulk enqueue of {} jobs", a.enqueue_jobs),
-    );
-    let ours_enqueue = flat(ours_queue::enqueue(a.enqueue_jobs).await);
+    let mut ours_enqueue = Err("skipped".to_owned());
     let mut apalis_enqueue = Err("skipped".to_owned());
-    if !a.skip_apalis {
-        say(a.json, "apalis-postgres: bulk enqueue");
-        apalis_enqueue = flat(apalis_baseline::enqueue(a.enqueue_jobs).await);
+    if a.runs(Scenario::Enqueue) {
+        say(
+            a.json,
+            &format!("ours: bulk enqueue of {} jobs", a.enqueue_jobs),
+        );
+        ours_enqueue = flat(ours_queue::enqueue(a.enqueue_jobs).await);
+        if !a.skip_apalis {
+            say(a.json, "apalis-postgres: bulk enqueue");
+            apalis_enqueue = flat(apalis_baseline::enqueue(a.enqueue_jobs).await);
+        }
     }
-    say(
-        a.json,
-        &format!("ours: 200 ms handler, concurrency 50, {} jobs", slow.jobs),
-    );
-    let ours_slow = flat(ours_queue::drain("q_slow", slow).await);
-    say(a.json, &format!("ours: decay drain of {} jobs", decay.jobs));
-    let ours_decay = flat(ours_queue::drain("q_decay", decay).await);
+    let mut ours_slow = skipped();
+    if a.runs(Scenario::Slow) {
+        say(
+            a.json,
+            &format!("ours: 200 ms handler, concurrency 50, {} jobs", slow.jobs),
+        );
+        ours_slow = flat(ours_queue::drain("q_slow", slow).await);
+    }
+    let mut ours_decay = skipped();
+    if a.runs(Scenario::Decay) {
+        say(a.json, &format!("ours: decay drain of {} jobs", decay.jobs));
+        ours_decay = flat(ours_queue::drain("q_decay", decay).await);
+    }
 
     let best_apalis = [&apalis_default, &apalis_100]
         .iter()
@@ -123,6 +151,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
             .ok_or_else(|| "too few jobs for a ratio".to_owned())
     });
 
+    let ran_or_skipped = |r: Result<(), &String>| r.is_ok() || r.is_err_and(|e| e == "skipped");
     let all_ran = [
         &ours_noop,
         &ours_slow,
@@ -131,9 +160,9 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         &apalis_100,
     ]
     .iter()
-    .all(|r| r.is_ok() || r.as_ref().err().is_some_and(|e| e == "skipped"))
-        && ours_enqueue.is_ok()
-        && (apalis_enqueue.is_ok() || a.skip_apalis);
+    .all(|r| ran_or_skipped(r.as_ref().map(|_| ())))
+        && ran_or_skipped(ours_enqueue.as_ref().map(|_| ()))
+        && ran_or_skipped(apalis_enqueue.as_ref().map(|_| ()));
 
     if a.json {
         let mut j = Json::default();
@@ -184,6 +213,18 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                 ours_slow.as_ref().ok().and_then(|o| o.transactions_per_job),
             )
             .set("slow_ideal_jobs_per_s", Some(ideal_slow))
+            .set(
+                "slow_handler_mean_ms",
+                ours_slow.as_ref().ok().and_then(|o| o.handler_mean_ms),
+            )
+            .set(
+                "slow_idle_per_job_ms",
+                ours_slow.as_ref().ok().and_then(|o| o.idle_per_job_ms),
+            )
+            .set(
+                "slow_tail_ms",
+                ours_slow.as_ref().ok().and_then(|o| o.tail_ms),
+            )
             .set("noop_jobs", Some(noop.jobs as f64))
             .set("enqueue_jobs", Some(a.enqueue_jobs as f64))
             .set("slow_jobs", Some(slow.jobs as f64))
@@ -262,6 +303,21 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                     .map(|o| format!("{} ms after the worker started", o.peak_backends_at_ms))
                     .unwrap_or_else(|_| "n/a".to_owned()),
             ),
+            Row::text(
+                "  handler / idle per job / tail, ms (diagnostic)",
+                ours_slow
+                    .as_ref()
+                    .map(|o| {
+                        let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+                        format!(
+                            "{} / {} / {}",
+                            f(o.handler_mean_ms),
+                            f(o.idle_per_job_ms),
+                            f(o.tail_ms)
+                        )
+                    })
+                    .unwrap_or_else(|_| "n/a".to_owned()),
+            ),
             Row::new("decay (last 10% / first 10%)", decay_ratio)
                 .target(Target::AtLeast(TARGET_DECAY_RATIO)),
         ];
@@ -271,8 +327,9 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                 noop.jobs, a.enqueue_jobs, slow.jobs, decay.jobs
             ),
             format!(
-                "apalis-postgres 1.0: poll interval {APALIS_POLL_INTERVAL:?}; same pool (max {QUEUE_POOL_MAX}), same WorkerBuilder, handler and clock as ours"
+                "apalis-postgres 1.0: poll interval {APALIS_POLL_INTERVAL:?}; same pool (max {QUEUE_POOL_MAX}, built as `insights work` builds its pool), same WorkerBuilder, handler and clock as ours"
             ),
+            "the 200 ms handler sleeps on a blocking-pool thread (a Tokio sleep lasts 201.2 ms on average); idle per job = slot time not spent in a handler, per job".to_owned(),
             "jobs/s is clocked from the first handler start to the moment the database shows every job done; backends = client backends of the bench database, sampled every 20 ms".to_owned(),
         ];
         print!("{}", table("insights-bench queue (issue 2)", &rows, &notes));

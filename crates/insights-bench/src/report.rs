@@ -72,7 +72,9 @@ fn fmt_num(v: f64) -> String {
     if !v.is_finite() {
         return format!("{v}");
     }
-    if v.abs() >= 100.0 {
+    // One decimal below 1,000, so a figure is never shown rounded onto its target (246.9 as
+    // "247" next to "FAIL").
+    if v.abs() >= 1000.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -252,6 +254,13 @@ mod tests {
         assert_eq!(t.matches("error [1]: boom").count(), 1);
         assert!(t.contains("1 / 2 / 3"));
         assert!(!t.contains("error [2]"));
+    }
+
+    #[test]
+    fn figures_near_a_target_keep_a_decimal() {
+        assert_eq!(fmt_num(246.94), "246.9");
+        assert_eq!(fmt_num(5987.4), "5987");
+        assert_eq!(fmt_num(0.856), "0.86");
     }
 
     #[test]

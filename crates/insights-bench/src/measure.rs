@@ -91,6 +91,19 @@ impl Progress {
         Some(self.origin + Duration::from_nanos(nanos))
     }
 
+    /// The handler-side diagnostics of a drain that the database showed done at `done_at`.
+    pub fn timing(&self, concurrency: usize, done_at: Instant) -> HandlerTiming {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let end = self.last_finished();
+        HandlerTiming {
+            handler_mean_ms: self.mean_busy().map(ms),
+            idle_per_job_ms: end
+                .and_then(|end| self.idle_per_job(concurrency, end))
+                .map(ms),
+            tail_ms: end.map(|end| ms(done_at.saturating_duration_since(end))),
+        }
+    }
+
     /// Mean time a slot held no handler, per job, over `[first start, until]` at `concurrency`
     /// slots: what the queue adds to every job (fetch latency, hand-over), spread evenly.
     pub fn idle_per_job(&self, concurrency: usize, until: Instant) -> Option<Duration> {
@@ -124,6 +137,16 @@ impl Progress {
         }
         Some((window as f64 / last_span) / (window as f64 / first_span))
     }
+}
+
+/// Diagnostics of a drain, in ms: the handlers' mean duration, the idle slot time per job (what
+/// the queue added between one handler and the next) and the tail (last handler end to the
+/// database showing every job done).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandlerTiming {
+    pub handler_mean_ms: Option<f64>,
+    pub idle_per_job_ms: Option<f64>,
+    pub tail_ms: Option<f64>,
 }
 
 /// A deadline for draining `jobs` that only trips on a drain far slower than anything measured.

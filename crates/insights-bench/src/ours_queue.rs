@@ -126,14 +126,7 @@ pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome>
         peak_backends,
         peak_backends_at_ms,
         decay_ratio: progress.decay_ratio(DECAY_WINDOW_FRACTION),
-        handler_mean_ms: progress.mean_busy().map(|d| d.as_secs_f64() * 1e3),
-        idle_per_job_ms: progress
-            .last_finished()
-            .and_then(|end| progress.idle_per_job(spec.concurrency, end))
-            .map(|d| d.as_secs_f64() * 1e3),
-        tail_ms: progress
-            .last_finished()
-            .map(|end| done_at.saturating_duration_since(end).as_secs_f64() * 1e3),
+        timing: progress.timing(spec.concurrency, done_at),
         transactions_per_job: Some((tx_after - tx_before) as f64 / spec.jobs as f64),
     };
     drop(db);

@@ -215,15 +215,21 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
             .set("slow_ideal_jobs_per_s", Some(ideal_slow))
             .set(
                 "slow_handler_mean_ms",
-                ours_slow.as_ref().ok().and_then(|o| o.handler_mean_ms),
+                ours_slow
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| o.timing.handler_mean_ms),
             )
             .set(
                 "slow_idle_per_job_ms",
-                ours_slow.as_ref().ok().and_then(|o| o.idle_per_job_ms),
+                ours_slow
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| o.timing.idle_per_job_ms),
             )
             .set(
                 "slow_tail_ms",
-                ours_slow.as_ref().ok().and_then(|o| o.tail_ms),
+                ours_slow.as_ref().ok().and_then(|o| o.timing.tail_ms),
             )
             .set("noop_jobs", Some(noop.jobs as f64))
             .set("enqueue_jobs", Some(a.enqueue_jobs as f64))
@@ -311,9 +317,9 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
                         let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
                         format!(
                             "{} / {} / {}",
-                            f(o.handler_mean_ms),
-                            f(o.idle_per_job_ms),
-                            f(o.tail_ms)
+                            f(o.timing.handler_mean_ms),
+                            f(o.timing.idle_per_job_ms),
+                            f(o.timing.tail_ms)
                         )
                     })
                     .unwrap_or_else(|_| "n/a".to_owned()),

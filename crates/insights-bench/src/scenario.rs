@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
 
-use crate::measure::Progress;
+use crate::measure::{HandlerTiming, Progress};
 
 /// What to drain: how many jobs, how long each handler works, how many run at once.
 #[derive(Debug, Clone, Copy)]
@@ -26,12 +26,8 @@ pub struct DrainOutcome {
     pub peak_backends_at_ms: u64,
     /// Handler-completion rate of the last 10% over the first 10% (None when too few jobs).
     pub decay_ratio: Option<f64>,
-    /// Diagnostic: the handlers' mean duration, the idle slot time per job (what the queue
-    /// added between one handler and the next) and the tail (last handler end to the database
-    /// showing every job done), all in ms.
-    pub handler_mean_ms: Option<f64>,
-    pub idle_per_job_ms: Option<f64>,
-    pub tail_ms: Option<f64>,
+    /// Diagnostic: handler duration, idle slot time per job, tail.
+    pub timing: HandlerTiming,
     /// Diagnostic: database transactions per job during the drain (fetches, completions,
     /// heartbeats, the bench's own tail polls), from `pg_stat_database`.
     pub transactions_per_job: Option<f64>,

@@ -137,7 +137,7 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
         ];
         let notes = vec![
             format!(
-                "{} seeded leads, all booked; mock LLM in process at 0 ms; worker concurrency {}, pool max {} (app and queue pools each)",
+                "{} seeded leads, all booked; mock LLM in process at 0 ms; worker concurrency {}, one pool of at most {} shared by store and queue (as `insights work` builds it when the queue lives in the app database)",
                 spec.leads, spec.concurrency, spec.pool_max
             ),
             "end to end = from the producer's start to the last insight durable; worker = queue timestamps (first attempted_at to last finalized_at)".to_owned(),
@@ -279,7 +279,7 @@ pub async fn run_connections(a: ConnectionsArgs) -> anyhow::Result<bool> {
         ];
         let notes = vec![
             format!(
-                "{} leads, mock LLM latency {} ms, concurrency {}, pool max {} (app and queue pools each); naive: {} leads, one pool of {}, connection held through the LLM call",
+                "{} leads, mock LLM latency {} ms, concurrency {}, one pool of at most {} shared by store and queue (as `insights work` builds it when the queue lives in the app database); naive: {} leads, one pool of {}, connection held through the LLM call",
                 spec.leads, a.latency_ms, spec.concurrency, spec.pool_max, a.naive_leads, spec.pool_max
             ),
             "leads/s = queue timestamps (first job start to last completion); backends = client backends of the bench database, sampled every 20 ms".to_owned(),

@@ -213,3 +213,61 @@ async fn jobs_sorting_before_the_fetch_cursor_are_not_starved_by_a_backlog() {
         "they ran before the backlog drained (left: {left})"
     );
 }
+
+/// Migration 4's contract: a claim commits without waiting for its WAL flush, for its own
+/// transaction only, and the fetch functions keep one plan per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_commits_asynchronously_in_its_own_transaction_only() {
+    let db = insights_testkit::TestDb::create("q_async_claim")
+        .await
+        .unwrap();
+    let pool = pool_for(&db.url, 2).await;
+    insights_queue::migrate(&pool).await.unwrap();
+    let queue = insights_queue::Queue::new(pool.clone(), test_config());
+    queue
+        .push_bulk(Q, (0..3).map(|i| NewJob::new(TestJob::ok(i))).collect())
+        .await
+        .unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let before: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM insights_queue.fetch_jobs($1, 2, 'w', 1, 30000)")
+            .bind(Q)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let during: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let after: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 2);
+    assert_eq!(
+        (before.as_str(), during.as_str(), after.as_str()),
+        ("on", "off", "on")
+    );
+
+    let configs: Vec<Vec<String>> = sqlx::query_scalar(
+        "SELECT proconfig FROM pg_proc WHERE pronamespace = 'insights_queue'::regnamespace \
+         AND proname IN ('fetch_jobs', 'fetch_jobs_after')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(configs.len(), 2);
+    for c in configs {
+        assert!(
+            c.contains(&"plan_cache_mode=force_generic_plan".to_owned()),
+            "{c:?}"
+        );
+    }
+}

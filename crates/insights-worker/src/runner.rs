@@ -400,7 +400,8 @@ pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
     Ok(())
 }
 
-/// Resolves on ctrl-c, SIGTERM, or (with a queue) once the queue is idle.
+/// Resolves on ctrl-c, SIGTERM, the embedder's stop token, or (with a queue) once the queue is
+/// idle.
 async fn stop_signal(
     idle_queue: Option<Queue>,
     stop: Option<CancellationToken>,

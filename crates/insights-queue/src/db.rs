@@ -12,7 +12,7 @@
 //!
 //! Every call of the running queue goes through [`Db::run`], so it passes the connection gate
 //! first: while the database is presumed down a call fails at once with
-//! [`QueueError::Unavailable`] without touching the pool (see `gate.rs`).
+//! [`QueueError::Unavailable`] without touching the pool (see insights-gate).
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,9 +20,8 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::defaults;
 use crate::error::QueueError;
-use crate::gate::{ConnectionGate, GatePolicy};
+use insights_gate::{ConnectionGate, GatePolicy};
 
 pub(crate) fn op_err(op: &'static str) -> impl Fn(sqlx::Error) -> QueueError {
     move |source| QueueError::Database { op, source }
@@ -39,14 +38,7 @@ impl Db {
     pub(crate) fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            gate: ConnectionGate::new(
-                "queue database",
-                GatePolicy {
-                    base: defaults::GATE_BASE,
-                    cap: defaults::GATE_CAP,
-                    probe_patience: defaults::GATE_PROBE_PATIENCE,
-                },
-            ),
+            gate: ConnectionGate::new("queue database", GatePolicy::default()),
         }
     }
 

@@ -57,16 +57,7 @@ pub const DB_BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest delay between database retries during an outage.
 pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// Connection gate (see `gate.rs`): after a connection failure no queue call touches the pool
-/// for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
-/// `[3d/4, d]`). The cap bounds how long a recovered database waits for the next probe, so it
-/// leaves room in the worker's recovery target (2 s after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is what a long
-/// outage costs in connection attempts.
-pub const GATE_BASE: Duration = Duration::from_millis(250);
-pub const GATE_CAP: Duration = Duration::from_millis(1500);
-/// A probe that has not answered after this long no longer blocks the next (a call on a
-/// blackholed connection only ends at its timeout).
-pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
+// The connection gate's defaults live with it (`insights_gate::GATE_BASE`, ...).
 
 /// How long `poll_close` keeps trying to write pending completions during shutdown before it
 /// gives up and leaves those jobs to the rescuer (their leases lapse).

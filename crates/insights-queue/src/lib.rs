@@ -64,7 +64,6 @@ mod db;
 pub mod defaults;
 mod driver;
 mod error;
-mod gate;
 mod job;
 mod layer;
 mod migrate;

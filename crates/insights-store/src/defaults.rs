@@ -12,16 +12,7 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 pub const RETRY_MAX_RETRIES: usize = 4;
 
-/// Connection gate (see `gate.rs`): after a connection failure the store stops calling the
-/// database for [`GATE_BASE`], doubling per failed probe up to [`GATE_CAP`] (each wait drawn from
-/// `[3d/4, d]`). The cap bounds how long a recovered database waits for the next probe, so it
-/// leaves room in the worker's recovery target (2 s after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also what an
-/// outage costs in connection attempts once the backoff has grown.
-pub const GATE_BASE: Duration = Duration::from_millis(250);
-pub const GATE_CAP: Duration = Duration::from_millis(1500);
-/// A probe that has not answered after this long no longer blocks the next (a call on a
-/// blackholed connection only ends at its timeout).
-pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
+// The connection gate's defaults live with it (`insights_gate::GATE_BASE`, ...).
 
 /// Client-side bound on a store call when none is configured (mirrors
 /// `insights_core::defaults::DB_STATEMENT_TIMEOUT_MS`).

@@ -1,8 +1,8 @@
 //! The app's data on Postgres: pool construction (direct or behind a transaction pooler), the
 //! domain migrations, the three domain statements (candidate query, conversation load, insight
 //! upsert) with a batched conversation loader and a batched insight writer, error
-//! classification and backon retries, a connection gate (one prober at a time while the
-//! database is down), connection hold instrumentation, and deterministic seeding.
+//! classification and backon retries, the connection gate (insights-gate) in front of every
+//! call, connection hold instrumentation, and deterministic seeding.
 //!
 //! It must not know about the job queue or the LLM. Every call is bounded by a timeout and never
 //! keeps a connection beyond its own statement.
@@ -11,7 +11,6 @@
 
 pub mod defaults;
 pub mod error;
-pub mod gate;
 pub mod loader;
 pub mod migrate;
 pub mod pool;
@@ -23,7 +22,7 @@ pub mod store;
 pub mod writer;
 
 pub use error::{ErrorClass, StoreError};
-pub use gate::{ConnectionGate, GatePolicy, GateStats};
+pub use insights_gate::{ConnectionGate, GatePolicy, GateStats};
 pub use loader::{ConversationLoader, LoaderConfig};
 pub use migrate::{MigrateReport, migrate};
 pub use pool::{PoolSettings, PoolerMode, connect, connect_lazy};

@@ -18,11 +18,11 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use crate::defaults;
 use crate::error::StoreError;
-use crate::gate::{ConnectionGate, GatePolicy};
 use crate::pool::{PoolSettings, PoolerMode};
 use crate::retry::{RetryPolicy, retry_transient};
 use crate::statements::DomainStatements;
 use crate::stats::{StatsCell, StoreStats};
+use insights_gate::{ConnectionGate, GatePolicy};
 
 /// How a [`Store`] behaves. `Default` = direct mode, default timeout and retries, our tables.
 #[derive(Debug, Clone)]

@@ -1,7 +1,11 @@
-//! The connection gate: one prober at a time while the database does not answer.
+//! insights-gate: the connection gate, one prober at a time while a database does not answer.
+//! It owns only that state machine and its defaults; it must not touch a database, a pool or
+//! any domain type (insights-store and insights-queue both use it and must not depend on each
+//! other).
 //!
-//! Why: during an outage every user of a pool (the batched loader and writer, the readiness
-//! probe, a producer) would otherwise reconnect on its own schedule, and sqlx opens up to
+//! Why: during an outage every user of a pool (the store's loader and writer, the queue's fetch
+//! loop, heartbeat and completer, the readiness probe) would otherwise reconnect on its own
+//! schedule, and sqlx opens up to
 //! `max_connections` connections at once, so the first second of an outage became a burst of
 //! connection attempts. After a connection-class failure the gate closes for a jittered backoff;
 //! while it is closed a call fails at once without touching the pool; once the backoff is over
@@ -15,9 +19,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::defaults;
+/// After a connection failure no call goes through for this long, doubling per failed probe up
+/// to [`GATE_CAP`] (each wait drawn from `[3d/4, d]`). The cap bounds how long a recovered
+/// database waits for the next probe, so it leaves room in the worker's recovery target (2 s
+/// after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also what a long
+/// outage costs in connection attempts.
+pub const GATE_BASE: Duration = Duration::from_millis(250);
+pub const GATE_CAP: Duration = Duration::from_millis(1500);
+/// A probe that has not answered after this long no longer blocks the next (a call on a
+/// blackholed connection only ends at its timeout).
+pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Backoff of a [`ConnectionGate`]. `Default`: from `defaults.rs`.
+/// Backoff of a [`ConnectionGate`]. `Default`: [`GATE_BASE`], [`GATE_CAP`],
+/// [`GATE_PROBE_PATIENCE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GatePolicy {
     /// Closed period after the first connection failure; doubles per failed probe.
@@ -34,9 +48,9 @@ pub struct GatePolicy {
 impl Default for GatePolicy {
     fn default() -> Self {
         Self {
-            base: defaults::GATE_BASE,
-            cap: defaults::GATE_CAP,
-            probe_patience: defaults::GATE_PROBE_PATIENCE,
+            base: GATE_BASE,
+            cap: GATE_CAP,
+            probe_patience: GATE_PROBE_PATIENCE,
         }
     }
 }
@@ -264,6 +278,7 @@ fn jittered(d: Duration) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

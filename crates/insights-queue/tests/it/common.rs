@@ -276,6 +276,8 @@ pub struct WorkerSpec {
     pub concurrency: usize,
     pub timeout: Option<Duration>,
     pub run_rescuer: bool,
+    /// Paused before the worker starts, so not even its first fetch can run.
+    pub paused_for: Option<Duration>,
 }
 
 impl WorkerSpec {
@@ -285,6 +287,7 @@ impl WorkerSpec {
             concurrency,
             timeout: None,
             run_rescuer: true,
+            paused_for: None,
         }
     }
 }
@@ -298,6 +301,9 @@ pub fn spawn_worker(queue: &Queue, spec: WorkerSpec, st: Arc<TestState>) -> Runn
         },
     );
     let control = backend.fetch_control();
+    if let Some(d) = spec.paused_for {
+        control.pause_for(d);
+    }
     let worker_id = backend.worker_id().to_owned();
     let stats = backend.stats();
     let worker = WorkerBuilder::new(spec.name.as_str())

@@ -148,8 +148,12 @@ async fn listen_notify_over_a_direct_url_wakes_an_idle_worker() {
 async fn fetch_control_pauses_and_resumes_fetching() {
     let e = env("q_pause", test_config()).await;
     let st = TestState::new(e.pool.clone());
-    let w = spawn_worker(&e.queue, WorkerSpec::new("w", 2), st.clone());
-    w.control.pause_for(secs(600));
+    // Paused before it starts: a fetch issued before a pause may still land after it.
+    let spec = WorkerSpec {
+        paused_for: Some(secs(600)),
+        ..WorkerSpec::new("w", 2)
+    };
+    let w = spawn_worker(&e.queue, spec, st.clone());
     assert!(w.control.is_paused());
     e.queue.push(Q, NewJob::new(TestJob::ok(1))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await; // a paused worker must stay idle

@@ -191,20 +191,15 @@ impl<T> QueueBoard<T> {
              ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
         let rows = pool
-            .run(OP, self.queue.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
+            .fetch_all_tx(
+                OP,
+                self.queue.inner.config.statement_timeout,
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(queue)
                     .bind(states)
                     .bind(i64::from(filter.limit()))
-                    .bind(i64::from(filter.offset()))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(rows)
-            })
+                    .bind(i64::from(filter.offset())),
+            )
             .await?;
         rows.iter()
             .map(task_from_row)
@@ -215,22 +210,17 @@ impl<T> QueueBoard<T> {
     async fn workers(&self, queue: Option<&str>) -> Result<Vec<RunningWorker>, QueueError> {
         const OP: &str = "board list workers";
         let pool = &self.queue.inner.db;
-        let rows = pool.run(OP, self.queue.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(
-                "SELECT id, queue, name, extract(epoch FROM started_at)::bigint AS started, \
-                 extract(epoch FROM last_heartbeat)::bigint AS beat \
-                 FROM insights_queue.workers WHERE ($1::text IS NULL OR queue = $1) ORDER BY started_at",
+        let sql = "SELECT id, queue, name, extract(epoch FROM started_at)::bigint AS started, \
+                   extract(epoch FROM last_heartbeat)::bigint AS beat \
+                   FROM insights_queue.workers WHERE ($1::text IS NULL OR queue = $1) \
+                   ORDER BY started_at";
+        let rows = pool
+            .fetch_all_tx(
+                OP,
+                self.queue.inner.config.statement_timeout,
+                sqlx::query(sql).bind(queue),
             )
-            .persistent(false)
-            .bind(queue)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(RunningWorker {
@@ -250,19 +240,14 @@ impl<T> QueueBoard<T> {
         const OP: &str = "board list queues";
         let pool = &self.queue.inner.db;
         let rows = pool
-            .run(OP, self.queue.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let rows = sqlx::query(
+            .fetch_all_tx(
+                OP,
+                self.queue.inner.config.statement_timeout,
+                sqlx::query(
                     "SELECT DISTINCT queue FROM insights_queue.jobs UNION \
                  SELECT queue FROM insights_queue.workers ORDER BY 1",
-                )
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(rows)
-            })
+                ),
+            )
             .await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(0))
@@ -275,23 +260,18 @@ impl<T> QueueBoard<T> {
         const OP: &str = "board activity";
         let pool = &self.queue.inner.db;
         let rows = pool
-            .run(OP, self.queue.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let rows = sqlx::query(
+            .fetch_all_tx(
+                OP,
+                self.queue.inner.config.statement_timeout,
+                sqlx::query(
                     "SELECT d, (SELECT count(*) FROM insights_queue.jobs \
                    WHERE queue = $1 AND state = 'completed' \
                      AND finalized_at >= d AND finalized_at < d + interval '1 day') \
                  FROM generate_series(date_trunc('day', now()) - interval '6 days', \
                                       date_trunc('day', now()), interval '1 day') AS d ORDER BY d",
                 )
-                .persistent(false)
-                .bind(queue)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(rows)
-            })
+                .bind(queue),
+            )
             .await?;
         rows.iter()
             .map(|r| {
@@ -378,17 +358,11 @@ impl<T: Send + 'static> FetchById for QueueBoard<T> {
         let pool = &self.queue.inner.db;
         let sql = format!("SELECT {TASK_COLUMNS} FROM insights_queue.jobs WHERE id = $1");
         let row = pool
-            .run(OP, self.queue.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(row)
-            })
+            .fetch_optional_tx(
+                OP,
+                self.queue.inner.config.statement_timeout,
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id),
+            )
             .await?;
         row.as_ref()
             .map(task_from_row)

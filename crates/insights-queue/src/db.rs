@@ -18,6 +18,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::QueueError;
@@ -84,6 +85,71 @@ impl Db {
         let res = with_timeout(op, after, fut).await;
         ticket.record(matches!(&res, Err(e) if e.is_connection()));
         res
+    }
+}
+
+/// A statement built with `sqlx::query` and its binds.
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// One statement in its own short transaction, through [`Db::run`]: the shape of every
+/// operations-API and dashboard call. The statement is sent unnamed (`.persistent(false)`).
+impl Db {
+    pub(crate) async fn fetch_all_tx(
+        &self,
+        op: &'static str,
+        after: Duration,
+        query: PgQuery<'_>,
+    ) -> Result<Vec<PgRow>, QueueError> {
+        self.run(op, after, async {
+            let mut tx = self.begin().await.map_err(op_err(op))?;
+            let rows = query
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(op_err(op))?;
+            tx.commit().await.map_err(op_err(op))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch_optional_tx(
+        &self,
+        op: &'static str,
+        after: Duration,
+        query: PgQuery<'_>,
+    ) -> Result<Option<PgRow>, QueueError> {
+        self.run(op, after, async {
+            let mut tx = self.begin().await.map_err(op_err(op))?;
+            let row = query
+                .persistent(false)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(op_err(op))?;
+            tx.commit().await.map_err(op_err(op))?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// Rows affected.
+    pub(crate) async fn execute_tx(
+        &self,
+        op: &'static str,
+        after: Duration,
+        query: PgQuery<'_>,
+    ) -> Result<u64, QueueError> {
+        self.run(op, after, async {
+            let mut tx = self.begin().await.map_err(op_err(op))?;
+            let done = query
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(op_err(op))?;
+            tx.commit().await.map_err(op_err(op))?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }
 

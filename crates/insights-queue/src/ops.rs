@@ -44,20 +44,15 @@ impl Queue {
     pub async fn counts(&self, queue: &str) -> Result<StateCounts, QueueError> {
         const OP: &str = "counts";
         let pool = &self.inner.db;
-        let rows = pool.run(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let rows = sqlx::query(
-                "SELECT state, count(*) AS n FROM insights_queue.jobs WHERE queue = $1 GROUP BY state",
+        let sql = "SELECT state, count(*) AS n FROM insights_queue.jobs WHERE queue = $1 \
+                   GROUP BY state";
+        let rows = pool
+            .fetch_all_tx(
+                OP,
+                self.inner.config.statement_timeout,
+                sqlx::query(sql).bind(queue),
             )
-            .persistent(false)
-            .bind(queue)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(rows)
-        })
-        .await?;
+            .await?;
         let mut counts = StateCounts::default();
         for row in rows {
             let state = parse_state(&row).map_err(op_err(OP))?;
@@ -83,20 +78,15 @@ impl Queue {
              ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
         let rows = pool
-            .run(OP, self.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
+            .fetch_all_tx(
+                OP,
+                self.inner.config.statement_timeout,
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(queue)
                     .bind(state.map(JobState::as_str))
                     .bind(i64::from(limit))
-                    .bind(i64::from(offset))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(rows)
-            })
+                    .bind(i64::from(offset)),
+            )
             .await?;
         rows.iter()
             .map(summary_from_row)
@@ -108,22 +98,15 @@ impl Queue {
     pub async fn show(&self, id: i64) -> Result<Option<JobDetail>, QueueError> {
         const OP: &str = "show";
         let pool = &self.inner.db;
+        let sql = "SELECT id, queue, state, payload, attempt, max_attempts, priority, dedupe_key, \
+                   run_at, created_at, attempted_at, finalized_at, locked_by, lease_until, errors \
+                   FROM insights_queue.jobs WHERE id = $1";
         let row = pool
-            .run(OP, self.inner.config.statement_timeout, async {
-                let mut tx = pool.begin().await.map_err(op_err(OP))?;
-                let row = sqlx::query(
-                "SELECT id, queue, state, payload, attempt, max_attempts, priority, dedupe_key, \
-                 run_at, created_at, attempted_at, finalized_at, locked_by, lease_until, errors \
-                 FROM insights_queue.jobs WHERE id = $1",
+            .fetch_optional_tx(
+                OP,
+                self.inner.config.statement_timeout,
+                sqlx::query(sql).bind(id),
             )
-            .persistent(false)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-                tx.commit().await.map_err(op_err(OP))?;
-                Ok(row)
-            })
             .await?;
         let Some(row) = row else { return Ok(None) };
         let detail = (|| -> Result<JobDetail, sqlx::Error> {
@@ -189,21 +172,17 @@ impl Queue {
     pub async fn cancel(&self, id: i64) -> Result<bool, QueueError> {
         const OP: &str = "cancel";
         let pool = &self.inner.db;
-        pool.run(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let done = sqlx::query(
+        pool.execute_tx(
+            OP,
+            self.inner.config.statement_timeout,
+            sqlx::query(
                 "UPDATE insights_queue.jobs SET state = 'cancelled', finalized_at = now() \
                  WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable')",
             )
-            .persistent(false)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(done.rows_affected() == 1)
-        })
+            .bind(id),
+        )
         .await
+        .map(|n| n == 1)
     }
 
     /// Deletes completed jobs finished more than `completed_older_than` ago, and discarded or
@@ -215,23 +194,18 @@ impl Queue {
     ) -> Result<u64, QueueError> {
         const OP: &str = "prune";
         let pool = &self.inner.db;
-        pool.run(OP, self.inner.config.statement_timeout, async {
-            let mut tx = pool.begin().await.map_err(op_err(OP))?;
-            let done = sqlx::query(
+        pool.execute_tx(
+            OP,
+            self.inner.config.statement_timeout,
+            sqlx::query(
                 "DELETE FROM insights_queue.jobs WHERE \
                  (state = 'completed' AND finalized_at < now() - $1 * interval '1 millisecond') OR \
                  (state IN ('discarded', 'cancelled') \
                   AND finalized_at < now() - $2 * interval '1 millisecond')",
             )
-            .persistent(false)
             .bind(duration_ms(completed_older_than))
-            .bind(duration_ms(discarded_older_than))
-            .execute(&mut *tx)
-            .await
-            .map_err(op_err(OP))?;
-            tx.commit().await.map_err(op_err(OP))?;
-            Ok(done.rows_affected())
-        })
+            .bind(duration_ms(discarded_older_than)),
+        )
         .await
     }
 }

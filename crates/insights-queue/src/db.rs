@@ -22,7 +22,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::QueueError;
-use insights_gate::{ConnectionGate, GatePolicy};
+use insights_pg::{ConnectionGate, GatePolicy};
 
 pub(crate) fn op_err(op: &'static str) -> impl Fn(sqlx::Error) -> QueueError {
     move |source| QueueError::Database { op, source }

@@ -57,7 +57,7 @@ pub const DB_BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest delay between database retries during an outage.
 pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-// The connection gate's defaults live with it (`insights_gate::GATE_BASE`, ...).
+// The connection gate's defaults live with it (`insights_pg::GATE_BASE`, ...).
 
 /// How long `poll_close` keeps trying to write pending completions during shutdown before it
 /// gives up and leaves those jobs to the rescuer (their leases lapse).

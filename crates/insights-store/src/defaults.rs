@@ -12,7 +12,7 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 pub const RETRY_MAX_RETRIES: usize = 4;
 
-// The connection gate's defaults live with it (`insights_gate::GATE_BASE`, ...).
+// The connection gate's defaults live with it (`insights_pg::GATE_BASE`, ...).
 
 /// Client-side bound on a store call when none is configured (mirrors
 /// `insights_core::defaults::DB_STATEMENT_TIMEOUT_MS`).

@@ -22,7 +22,7 @@ pub mod store;
 pub mod writer;
 
 pub use error::{ErrorClass, StoreError};
-pub use insights_gate::{ConnectionGate, GatePolicy, GateStats};
+pub use insights_pg::{ConnectionGate, GatePolicy, GateStats};
 pub use loader::{ConversationLoader, LoaderConfig};
 pub use migrate::{MigrateReport, migrate};
 pub use pool::{PoolSettings, PoolerMode, connect, connect_lazy};

@@ -22,7 +22,7 @@ use crate::pool::{PoolSettings, PoolerMode};
 use crate::retry::{RetryPolicy, retry_transient};
 use crate::statements::DomainStatements;
 use crate::stats::{StatsCell, StoreStats};
-use insights_gate::{ConnectionGate, GatePolicy};
+use insights_pg::{ConnectionGate, GatePolicy};
 
 /// How a [`Store`] behaves. `Default` = direct mode, default timeout and retries, our tables.
 #[derive(Debug, Clone)]

@@ -1,7 +1,4 @@
-//! insights-gate: the connection gate, one prober at a time while a database does not answer.
-//! It owns only that state machine and its defaults; it must not touch a database, a pool or
-//! any domain type (insights-store and insights-queue both use it and must not depend on each
-//! other).
+//! The connection gate: one prober at a time while a database does not answer.
 //!
 //! Why: during an outage every user of a pool (the store's loader and writer, the queue's fetch
 //! loop, heartbeat and completer, the readiness probe) would otherwise reconnect on its own

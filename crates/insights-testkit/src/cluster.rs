@@ -34,11 +34,18 @@ pub struct Cluster {
     pub dir: PathBuf,
     data: PathBuf,
     bin: PathBuf,
+    /// Server settings beyond the defaults, as `name=value` (`-c` options).
+    settings: Vec<String>,
 }
 
 impl Cluster {
     /// initdb + start; waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`Self::start`], with extra server `settings` (`("ssl", "on")`).
+    pub async fn start_with(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = pg_owned_temp_dir("cluster")?;
         let data = dir.join("data");
         let bin = pg_bin_dir();
@@ -48,6 +55,7 @@ impl Cluster {
             dir,
             data,
             bin,
+            settings: settings.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         };
         me.run_pg(
             "initdb",
@@ -93,12 +101,16 @@ impl Cluster {
 
     /// Starts the server (after [`Self::stop`]) and waits until it accepts connections.
     pub async fn start_server(&self) -> anyhow::Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=100",
             self.port,
             self.dir.display()
         );
+        for setting in &self.settings {
+            opts.push_str(" -c ");
+            opts.push_str(setting);
+        }
         self.run_pg(
             "pg_ctl",
             &[

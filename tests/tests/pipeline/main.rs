@@ -11,6 +11,7 @@ mod harness;
 mod llm_faults;
 mod producer;
 mod support;
+mod tls;
 
 #[test]
 fn the_binary_is_built() {

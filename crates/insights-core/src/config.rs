@@ -100,6 +100,25 @@ impl<F: Form> Var<F> {
     }
 }
 
+impl<T> Var<Count<T>>
+where
+    T: Copy + PartialOrd + fmt::Display + TryFrom<u64>,
+{
+    /// A number that arrived typed (a command-line flag, an embedder's choice), checked against
+    /// the variable's range; the error names the variable.
+    pub fn check(&self, value: T) -> Result<T, ConfigError> {
+        if (self.form.min..=self.form.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                name: self.name,
+                expected: self.form.expected(),
+                got: value.to_string(),
+            })
+        }
+    }
+}
+
 /// A row of [`VARIABLES`], whatever the type of its value.
 pub trait Row {
     fn name(&self) -> &'static str;
@@ -1102,6 +1121,11 @@ mod tests {
         assert_eq!(INSIGHTS_CONCURRENCY.parse("64"), Ok(64));
         let e = INSIGHTS_CONCURRENCY.parse("0").unwrap_err();
         assert!(e.to_string().starts_with("INSIGHTS_CONCURRENCY: expected"));
+        assert_eq!(INSIGHTS_CONCURRENCY.check(4096), Ok(4096));
+        assert_eq!(
+            INSIGHTS_CONCURRENCY.check(0).unwrap_err().to_string(),
+            r#"INSIGHTS_CONCURRENCY: expected a whole number from 1 to 4096, got "0""#
+        );
     }
 
     #[test]

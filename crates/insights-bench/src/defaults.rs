@@ -36,7 +36,7 @@ pub const APALIS_LARGE_BATCH: usize = 100;
 pub const OURS_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Pool size given to every queue backend (ours and apalis alike), the production default
 /// (`INSIGHTS_DB_POOL_MAX`).
-pub const QUEUE_POOL_MAX: u32 = 4;
+pub const QUEUE_POOL_MAX: u32 = insights_core::defaults::DB_POOL_MAX;
 
 pub const TARGET_NOOP_JOBS_PER_S: f64 = 10_000.0;
 pub const TARGET_NOOP_VS_APALIS: f64 = 1.5;

@@ -99,22 +99,22 @@ impl PipelineEnv {
     }
 }
 
+/// The bench owns its database: direct, no pooler, no LISTEN, no HTTP server; everything the
+/// spec does not set keeps its production default.
 fn settings(db_url: &str, llm_url: &str, spec: &PipelineSpec) -> anyhow::Result<Settings> {
-    let (db_url, llm_url) = (db_url.to_owned(), llm_url.to_owned());
-    let concurrency = spec.concurrency.to_string();
-    let pool_max = spec.pool_max.to_string();
-    Settings::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(db_url.clone()),
-        "INSIGHTS_LLM_BASE_URL" => Some(llm_url.clone()),
-        "INSIGHTS_CONCURRENCY" => Some(concurrency.clone()),
-        "INSIGHTS_DB_POOL_MAX" => Some(pool_max.clone()),
-        // The bench owns its database: direct, no pooler, no LISTEN, no HTTP server.
-        "QUEUE_DATABASE_URL" | "DIRECT_DATABASE_URL" | "INSIGHTS_DB_POOLER" => None,
-        "INSIGHTS_HTTP_BIND" | "INSIGHTS_DASHBOARD_TOKEN" => None,
-        // Anything else (model, timeouts, message window) as the caller's environment says.
-        other => std::env::var(other).ok(),
-    })
-    .map_err(|e| anyhow!("settings: {e}"))
+    use insights_core::config::{
+        DATABASE_URL, INSIGHTS_CONCURRENCY, INSIGHTS_DB_POOL_MAX, INSIGHTS_LLM_BASE_URL,
+    };
+    let checked = || -> Result<Settings, insights_core::ConfigError> {
+        Ok(Settings {
+            database_url: DATABASE_URL.parse(db_url)?,
+            llm_base_url: INSIGHTS_LLM_BASE_URL.parse(llm_url)?,
+            concurrency: INSIGHTS_CONCURRENCY.check(spec.concurrency)?,
+            db_pool_max: INSIGHTS_DB_POOL_MAX.check(spec.pool_max)?,
+            ..Settings::default()
+        })
+    };
+    checked().map_err(|e| anyhow!("settings: {e}"))
 }
 
 /// The app pool, as `insights work` builds it.

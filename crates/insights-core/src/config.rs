@@ -1,14 +1,22 @@
-//! Typed, validated configuration from the environment.
+//! Typed, validated configuration: one row per environment variable.
 //!
-//! [`VARIABLES`] is the one table of every variable, its default and its meaning; the README's
-//! table is generated from / checked against it. [`Settings::from_lookup`] reads through a
-//! closure, so tests never touch the process environment:
-//! `Settings::from_lookup(|name| std::env::var(name).ok())`.
+//! Each variable is one [`Var`] constant named after it ([`INSIGHTS_CONCURRENCY`], ...) that
+//! holds its default, the form and range it accepts, and its meaning. The row is the only place
+//! its default is written (the few defaults other crates need as constants live in
+//! [`crate::defaults`] and the rows read them from there). [`Settings::from_lookup`] reads every
+//! variable through its row, so the range check and the error text come from the row;
+//! [`Settings::default`] takes every default from the rows; [`variables_markdown`] renders the
+//! README's table from [`VARIABLES`], the list of rows.
+//!
+//! Only the binary's edge reads an environment, through a closure, so tests never touch the
+//! process environment: `Settings::from_lookup(|name| std::env::var(name).ok())`. Code that
+//! embeds the worker builds `Settings { database_url: Some(url), ..Settings::default() }`.
 //!
 //! An empty (or all-whitespace) value counts as unset. Errors name the variable and the expected
 //! form and never echo a secret.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use url::Url;
@@ -16,133 +24,698 @@ use url::Url;
 use crate::defaults;
 use crate::secret::{DatabaseUrl, SecretString};
 
-/// One documented environment variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VarDoc {
+/// How one variable's text becomes a value, and how the accepted text is described.
+pub trait Form {
+    /// What the variable parses to.
+    type Value;
+    /// The default as a constant holds it.
+    type Default: Copy;
+
+    /// The accepted form and range, worded to follow "expected" in an error message; it also
+    /// fills the README's "accepted" column.
+    fn expected(&self) -> String;
+    /// Parses a set value (trimmed, not empty). `Err` carries the expected form, with the reason
+    /// the value was refused when that helps.
+    fn parse(&self, raw: &str) -> Result<Self::Value, String>;
+    /// The value of an unset variable.
+    fn default_value(&self, default: Self::Default) -> Self::Value;
+    /// The default as a user would write it; `None` when there is none to write.
+    fn default_text(&self, default: Self::Default) -> Option<String>;
+    /// The README's default cell.
+    fn default_cell(&self, default: Self::Default) -> String {
+        self.default_text(default)
+            .map_or_else(|| "unset".to_owned(), |text| format!("`{text}`"))
+    }
+    /// Another variable whose value an unset one takes.
+    fn fallback(&self, _default: Self::Default) -> Option<&'static str> {
+        None
+    }
+    /// The refused value as an error message may show it.
+    fn echo(&self, raw: &str) -> String {
+        raw.to_owned()
+    }
+}
+
+/// One environment variable: its name, its default, the form it accepts and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Var<F: Form> {
     pub name: &'static str,
-    /// The default as a user would write it; `""` when there is none (see `meaning`).
-    pub default: &'static str,
+    pub default: F::Default,
+    pub form: F,
+    /// One or two sentences for the README; the default and the accepted form have their own
+    /// columns.
     pub meaning: &'static str,
 }
 
+impl<F: Form> Var<F> {
+    /// The variable's value through `lookup` (name → value); the default when it is unset.
+    pub fn read(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<F::Value, ConfigError> {
+        let set = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let raw = set(self.name).or_else(|| self.form.fallback(self.default).and_then(set));
+        match raw {
+            Some(raw) => self.parse(&raw),
+            None => Ok(self.default_value()),
+        }
+    }
+
+    /// A value that arrived another way (a command-line flag), checked as if the variable held
+    /// it; the error names the variable.
+    pub fn parse(&self, raw: &str) -> Result<F::Value, ConfigError> {
+        self.form
+            .parse(raw.trim())
+            .map_err(|expected| ConfigError::Invalid {
+                name: self.name,
+                expected,
+                got: self.form.echo(raw),
+            })
+    }
+
+    /// The value of the variable when it is unset.
+    pub fn default_value(&self) -> F::Value {
+        self.form.default_value(self.default)
+    }
+}
+
+impl<T> Var<Count<T>>
+where
+    T: Copy + PartialOrd + fmt::Display + TryFrom<u64>,
+{
+    /// A number that arrived typed (a command-line flag, an embedder's choice), checked against
+    /// the variable's range; the error names the variable.
+    pub fn check(&self, value: T) -> Result<T, ConfigError> {
+        if (self.form.min..=self.form.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                name: self.name,
+                expected: self.form.expected(),
+                got: value.to_string(),
+            })
+        }
+    }
+}
+
+/// A row of [`VARIABLES`], whatever the type of its value.
+pub trait Row {
+    fn name(&self) -> &'static str;
+    /// The default as a user would write it (it parses back to the default value); `None` for
+    /// variables without one.
+    fn default_text(&self) -> Option<String>;
+    fn default_cell(&self) -> String;
+    fn expected(&self) -> String;
+    fn meaning(&self) -> &'static str;
+}
+
+impl<F: Form> Row for Var<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn default_text(&self) -> Option<String> {
+        self.form.default_text(self.default)
+    }
+    fn default_cell(&self) -> String {
+        self.form.default_cell(self.default)
+    }
+    fn expected(&self) -> String {
+        self.form.expected()
+    }
+    fn meaning(&self) -> &'static str {
+        self.meaning
+    }
+}
+
+/// What an unset variable without a default value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// The feature is off, or the meaning says what stands in.
+    Unset,
+    /// Every command that needs it fails naming it.
+    Required,
+    /// Only the named command needs it.
+    RequiredFor(&'static str),
+    /// It takes the value of the named variable.
+    SameAs(&'static str),
+}
+
+impl Absent {
+    fn cell(self) -> String {
+        match self {
+            Absent::Unset => "unset".to_owned(),
+            Absent::Required => "required".to_owned(),
+            Absent::RequiredFor(command) => format!("required for `{command}`"),
+            Absent::SameAs(name) => format!("`{name}`"),
+        }
+    }
+
+    fn fallback(self) -> Option<&'static str> {
+        match self {
+            Absent::SameAs(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// A whole number from `min` to `max`; `_` may group digits.
+#[derive(Debug, Clone, Copy)]
+pub struct Count<T> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T> Form for Count<T>
+where
+    T: Copy + PartialOrd + fmt::Display + TryFrom<u64>,
+{
+    type Value = T;
+    type Default = T;
+
+    fn expected(&self) -> String {
+        format!("a whole number from {} to {}", self.min, self.max)
+    }
+    fn parse(&self, raw: &str) -> Result<T, String> {
+        raw.replace('_', "")
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| T::try_from(n).ok())
+            .filter(|n| (self.min..=self.max).contains(n))
+            .ok_or_else(|| self.expected())
+    }
+    fn default_value(&self, default: T) -> T {
+        default
+    }
+    fn default_text(&self, default: T) -> Option<String> {
+        Some(default.to_string())
+    }
+}
+
+/// A duration in whole milliseconds from `min` to `max` (the `*_MS` variables; deployments
+/// depend on their integer form).
+#[derive(Debug, Clone, Copy)]
+pub struct Millis {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Form for Millis {
+    type Value = Duration;
+    type Default = u64;
+
+    fn expected(&self) -> String {
+        format!(
+            "a duration in whole milliseconds from {} to {}",
+            self.min, self.max
+        )
+    }
+    fn parse(&self, raw: &str) -> Result<Duration, String> {
+        Count {
+            min: self.min,
+            max: self.max,
+        }
+        .parse(raw)
+        .map(Duration::from_millis)
+        .map_err(|_| self.expected())
+    }
+    fn default_value(&self, default: u64) -> Duration {
+        Duration::from_millis(default)
+    }
+    fn default_text(&self, default: u64) -> Option<String> {
+        Some(default.to_string())
+    }
+}
+
+/// A duration written with a unit, `90s`, `15m`, `24h` or `7d`, from `min` to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// The units a [`Span`] may be written in, largest first, in seconds.
+const SPAN_UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+
+impl Span {
+    /// `d` in the largest unit that writes it exactly (whole seconds; less is shown as `0s`).
+    pub fn format(d: Duration) -> String {
+        let secs = d.as_secs();
+        if secs == 0 {
+            return "0s".to_owned();
+        }
+        let (unit, size) = SPAN_UNITS
+            .iter()
+            .find(|(_, size)| secs.is_multiple_of(*size))
+            .copied()
+            .unwrap_or(("s", 1));
+        format!("{}{unit}", secs / size)
+    }
+
+    fn parse_text(raw: &str) -> Option<Duration> {
+        let digits_end = raw.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = raw.split_at(digits_end);
+        let number: u64 = number.parse().ok()?;
+        let (_, size) = SPAN_UNITS.iter().find(|(u, _)| *u == unit.trim())?;
+        number.checked_mul(*size).map(Duration::from_secs)
+    }
+}
+
+impl Form for Span {
+    type Value = Duration;
+    type Default = Duration;
+
+    fn expected(&self) -> String {
+        format!(
+            "a duration such as 90s, 15m or 24h, from {} to {}",
+            Span::format(self.min),
+            Span::format(self.max)
+        )
+    }
+    fn parse(&self, raw: &str) -> Result<Duration, String> {
+        Span::parse_text(raw)
+            .filter(|d| (self.min..=self.max).contains(d))
+            .ok_or_else(|| self.expected())
+    }
+    fn default_value(&self, default: Duration) -> Duration {
+        default
+    }
+    fn default_text(&self, default: Duration) -> Option<String> {
+        Some(Span::format(default))
+    }
+}
+
+/// One of a few words, each naming a value.
+#[derive(Debug, Clone, Copy)]
+pub struct OneOf<T: 'static> {
+    pub choices: &'static [(&'static str, T)],
+}
+
+impl<T: Copy + PartialEq> Form for OneOf<T> {
+    type Value = T;
+    type Default = T;
+
+    fn expected(&self) -> String {
+        let words: Vec<String> = self.choices.iter().map(|(w, _)| format!("`{w}`")).collect();
+        match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.concat(),
+        }
+    }
+    fn parse(&self, raw: &str) -> Result<T, String> {
+        self.choices
+            .iter()
+            .find(|(word, _)| *word == raw)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| self.expected())
+    }
+    fn default_value(&self, default: T) -> T {
+        default
+    }
+    fn default_text(&self, default: T) -> Option<String> {
+        self.choices
+            .iter()
+            .find(|(_, value)| *value == default)
+            .map(|(word, _)| (*word).to_owned())
+    }
+}
+
+/// Free text such as a model name; `what` describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Text {
+    pub what: &'static str,
+}
+
+impl Form for Text {
+    type Value = String;
+    type Default = &'static str;
+
+    fn expected(&self) -> String {
+        self.what.to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<String, String> {
+        Ok(raw.to_owned())
+    }
+    fn default_value(&self, default: &'static str) -> String {
+        default.to_owned()
+    }
+    fn default_text(&self, default: &'static str) -> Option<String> {
+        Some(default.to_owned())
+    }
+}
+
+/// A secret such as a bearer token; `what` describes it. Never shown in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretText {
+    pub what: &'static str,
+}
+
+impl Form for SecretText {
+    type Value = Option<SecretString>;
+    type Default = Absent;
+
+    fn expected(&self) -> String {
+        self.what.to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        Ok(Some(SecretString::new(raw.to_owned())))
+    }
+    fn default_value(&self, _default: Absent) -> Self::Value {
+        None
+    }
+    fn default_text(&self, _default: Absent) -> Option<String> {
+        None
+    }
+    fn default_cell(&self, default: Absent) -> String {
+        default.cell()
+    }
+    fn fallback(&self, default: Absent) -> Option<&'static str> {
+        default.fallback()
+    }
+    fn echo(&self, raw: &str) -> String {
+        SecretString::new(raw.to_owned()).to_string()
+    }
+}
+
+/// A `postgres://` URL; its password is never shown in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresUrl;
+
+impl Form for PostgresUrl {
+    type Value = Option<DatabaseUrl>;
+    type Default = Absent;
+
+    fn expected(&self) -> String {
+        "a postgres:// URL".to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        let url = DatabaseUrl::new(raw);
+        match url.validate() {
+            Ok(()) => Ok(Some(url)),
+            Err(reason) => Err(format!("{} ({reason})", self.expected())),
+        }
+    }
+    fn default_value(&self, _default: Absent) -> Self::Value {
+        None
+    }
+    fn default_text(&self, _default: Absent) -> Option<String> {
+        None
+    }
+    fn default_cell(&self, default: Absent) -> String {
+        default.cell()
+    }
+    fn fallback(&self, default: Absent) -> Option<&'static str> {
+        default.fallback()
+    }
+    fn echo(&self, raw: &str) -> String {
+        DatabaseUrl::new(raw).redacted()
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpUrl {
+    /// The form in words, with an example.
+    pub what: &'static str,
+}
+
+impl Form for HttpUrl {
+    type Value = Option<Url>;
+    type Default = Absent;
+
+    fn expected(&self) -> String {
+        self.what.to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        match Url::parse(raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                Ok(Some(url))
+            }
+            _ => Err(self.expected()),
+        }
+    }
+    fn default_value(&self, _default: Absent) -> Self::Value {
+        None
+    }
+    fn default_text(&self, _default: Absent) -> Option<String> {
+        None
+    }
+    fn default_cell(&self, default: Absent) -> String {
+        default.cell()
+    }
+    fn fallback(&self, default: Absent) -> Option<&'static str> {
+        default.fallback()
+    }
+}
+
+/// An IP address and port.
+#[derive(Debug, Clone, Copy)]
+pub struct Address;
+
+impl Form for Address {
+    type Value = SocketAddr;
+    type Default = SocketAddr;
+
+    fn expected(&self) -> String {
+        "an IP address and port such as 127.0.0.1:9090".to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<SocketAddr, String> {
+        raw.parse().map_err(|_| self.expected())
+    }
+    fn default_value(&self, default: SocketAddr) -> SocketAddr {
+        default
+    }
+    fn default_text(&self, default: SocketAddr) -> Option<String> {
+        Some(default.to_string())
+    }
+}
+
+/// The accepted range of every `*_TIMEOUT_MS` variable: beyond an hour is almost surely a typo.
+const TIMEOUT_MS: Millis = Millis {
+    min: 1,
+    max: 3_600_000,
+};
+
+pub const DATABASE_URL: Var<PostgresUrl> = Var {
+    name: "DATABASE_URL",
+    default: Absent::Required,
+    form: PostgresUrl,
+    meaning: "App database (leads, messages, insights); may point at a transaction pooler. `demo` defaults to `postgres://postgres@127.0.0.1:5432/insights_demo`.",
+};
+
+pub const INSIGHTS_DB_POOLER: Var<OneOf<PoolerMode>> = Var {
+    name: "INSIGHTS_DB_POOLER",
+    default: PoolerMode::Direct,
+    form: OneOf {
+        choices: &[
+            (PoolerMode::Direct.as_str(), PoolerMode::Direct),
+            (PoolerMode::Transaction.as_str(), PoolerMode::Transaction),
+        ],
+    },
+    meaning: "`transaction` (also implied by `?pgbouncer=true` in a URL) makes every statement unnamed inside a transaction and drops the `extra_float_digits` start-up parameter.",
+};
+
+pub const QUEUE_DATABASE_URL: Var<PostgresUrl> = Var {
+    name: "QUEUE_DATABASE_URL",
+    default: Absent::SameAs(DATABASE_URL.name),
+    form: PostgresUrl,
+    meaning: "Database of the job queue (schema `insights_queue`).",
+};
+
+pub const DIRECT_DATABASE_URL: Var<PostgresUrl> = Var {
+    name: "DIRECT_DATABASE_URL",
+    default: Absent::Unset,
+    form: PostgresUrl,
+    meaning: "Direct (or session-mode) URL used for migrations and LISTEN/NOTIFY. Unset: migrations use `DATABASE_URL` and workers poll.",
+};
+
+pub const INSIGHTS_CONCURRENCY: Var<Count<usize>> = Var {
+    name: "INSIGHTS_CONCURRENCY",
+    default: 8,
+    form: Count { min: 1, max: 4096 },
+    meaning: "Maximum jobs in flight per worker process.",
+};
+
+pub const INSIGHTS_DB_POOL_MAX: Var<Count<u32>> = Var {
+    name: "INSIGHTS_DB_POOL_MAX",
+    default: defaults::DB_POOL_MAX,
+    form: Count { min: 1, max: 1000 },
+    meaning: "Maximum connections of the worker's pool: one pool serves store and queue when both use the same URL; with a separate `QUEUE_DATABASE_URL` each of the two pools gets this many.",
+};
+
+pub const INSIGHTS_DB_ACQUIRE_TIMEOUT_MS: Var<Millis> = Var {
+    name: "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS",
+    default: defaults::DB_ACQUIRE_TIMEOUT_MS,
+    form: TIMEOUT_MS,
+    meaning: "How long a call waits for a free pooled connection before failing (transient).",
+};
+
+pub const INSIGHTS_DB_STATEMENT_TIMEOUT_MS: Var<Millis> = Var {
+    name: "INSIGHTS_DB_STATEMENT_TIMEOUT_MS",
+    default: defaults::DB_STATEMENT_TIMEOUT_MS,
+    form: TIMEOUT_MS,
+    meaning: "Client-side bound on every database call, connection wait included.",
+};
+
+pub const INSIGHTS_ENQUEUE_LIMIT: Var<Count<u64>> = Var {
+    name: "INSIGHTS_ENQUEUE_LIMIT",
+    default: 10_000,
+    form: Count {
+        min: 1,
+        max: 100_000_000,
+    },
+    meaning: "Maximum leads enqueued per producer run.",
+};
+
+pub const INSIGHTS_MAX_ATTEMPTS: Var<Count<u32>> = Var {
+    name: "INSIGHTS_MAX_ATTEMPTS",
+    default: 8,
+    form: Count { min: 1, max: 100 },
+    meaning: "Attempts before a job is discarded.",
+};
+
+pub const INSIGHTS_MAX_JOB_AGE: Var<Span> = Var {
+    name: "INSIGHTS_MAX_JOB_AGE",
+    default: Duration::from_secs(24 * 60 * 60),
+    form: Span {
+        min: Duration::from_secs(60),
+        max: Duration::from_secs(30 * 24 * 60 * 60),
+    },
+    meaning: "A job snoozed for reasons that are not its fault, e.g. a database or LLM outage, is discarded once it is older than this.",
+};
+
+pub const INSIGHTS_BREAKER_THRESHOLD: Var<Count<u32>> = Var {
+    name: "INSIGHTS_BREAKER_THRESHOLD",
+    default: 3,
+    form: Count { min: 1, max: 1000 },
+    meaning: "Consecutive database connection errors that pause fetching.",
+};
+
+pub const INSIGHTS_LLM_BASE_URL: Var<HttpUrl> = Var {
+    name: "INSIGHTS_LLM_BASE_URL",
+    default: Absent::RequiredFor("work"),
+    form: HttpUrl {
+        what: "an http(s) URL including /v1, e.g. https://api.openai.com/v1",
+    },
+    meaning: "OpenAI-compatible base URL including `/v1` (the client appends `/chat/completions`). `demo` uses its built-in mock.",
+};
+
+pub const INSIGHTS_LLM_MODEL: Var<Text> = Var {
+    name: "INSIGHTS_LLM_MODEL",
+    default: defaults::LLM_MODEL,
+    form: Text {
+        what: "a model name",
+    },
+    meaning: "Model name sent with every request.",
+};
+
+pub const INSIGHTS_LLM_API_KEY: Var<SecretText> = Var {
+    name: "INSIGHTS_LLM_API_KEY",
+    default: Absent::SameAs(OPENAI_API_KEY.name),
+    form: SecretText {
+        what: "a bearer token",
+    },
+    meaning: "Bearer token for the LLM API. Both unset: no Authorization header (local servers).",
+};
+
+pub const OPENAI_API_KEY: Var<SecretText> = Var {
+    name: "OPENAI_API_KEY",
+    default: Absent::Unset,
+    form: SecretText {
+        what: "a bearer token",
+    },
+    meaning: "Read when `INSIGHTS_LLM_API_KEY` is unset.",
+};
+
+pub const INSIGHTS_LLM_TIMEOUT_MS: Var<Millis> = Var {
+    name: "INSIGHTS_LLM_TIMEOUT_MS",
+    default: defaults::LLM_TIMEOUT_MS,
+    form: TIMEOUT_MS,
+    meaning: "Total timeout of one LLM request.",
+};
+
+pub const INSIGHTS_MAX_MESSAGES: Var<Count<u32>> = Var {
+    name: "INSIGHTS_MAX_MESSAGES",
+    default: 200,
+    form: Count {
+        min: 1,
+        max: 100_000,
+    },
+    meaning: "Newest messages loaded per lead.",
+};
+
+pub const INSIGHTS_PROMPT_BUDGET_CHARS: Var<Count<usize>> = Var {
+    name: "INSIGHTS_PROMPT_BUDGET_CHARS",
+    default: defaults::PROMPT_BUDGET_CHARS,
+    form: Count {
+        min: 100,
+        max: 10_000_000,
+    },
+    meaning: "Characters of conversation the prompt may carry (about 4 per token); the newest messages are kept.",
+};
+
+pub const INSIGHTS_HTTP_BIND: Var<Address> = Var {
+    name: "INSIGHTS_HTTP_BIND",
+    default: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
+    form: Address,
+    meaning: "Address of the health (`/healthz`, `/readyz`), metrics (`/metrics`) and dashboard server.",
+};
+
+pub const INSIGHTS_DASHBOARD_TOKEN: Var<SecretText> = Var {
+    name: "INSIGHTS_DASHBOARD_TOKEN",
+    default: Absent::Unset,
+    form: SecretText {
+        what: "a bearer token",
+    },
+    meaning: "Bearer token for the dashboard; required when `INSIGHTS_HTTP_BIND` is not a loopback address.",
+};
+
+pub const RUST_LOG: Var<Text> = Var {
+    name: "RUST_LOG",
+    default: "info",
+    form: Text {
+        what: "a tracing-subscriber filter",
+    },
+    meaning: "Log filter, e.g. `info,insights_queue=debug`.",
+};
+
 /// Every variable the `insights` binary reads, in README order.
-pub const VARIABLES: &[VarDoc] = &[
-    VarDoc {
-        name: "DATABASE_URL",
-        default: "",
-        meaning: "App database (leads, messages, insights); may point at a transaction pooler. Required by every command that touches the database except `demo`, which uses the local Postgres.",
-    },
-    VarDoc {
-        name: "INSIGHTS_DB_POOLER",
-        default: "none",
-        meaning: "`none` or `transaction`. `transaction` (also implied by `?pgbouncer=true` in a URL) makes every statement unnamed inside a transaction and drops the `extra_float_digits` start-up parameter.",
-    },
-    VarDoc {
-        name: "QUEUE_DATABASE_URL",
-        default: "DATABASE_URL",
-        meaning: "Database of the job queue (schema `insights_queue`).",
-    },
-    VarDoc {
-        name: "DIRECT_DATABASE_URL",
-        default: "",
-        meaning: "Direct (or session-mode) URL used for migrations and LISTEN/NOTIFY. Unset: migrations use DATABASE_URL and workers poll.",
-    },
-    VarDoc {
-        name: "INSIGHTS_CONCURRENCY",
-        default: "8",
-        meaning: "Maximum jobs in flight per worker process (1 to 4096).",
-    },
-    VarDoc {
-        name: "INSIGHTS_DB_POOL_MAX",
-        default: "4",
-        meaning: "Maximum connections of the worker's pool, 1 to 1000: one pool serves store and queue when both use the same URL; with a separate QUEUE_DATABASE_URL each of the two pools gets this many.",
-    },
-    VarDoc {
-        name: "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS",
-        default: "5000",
-        meaning: "How long a call waits for a free pooled connection before failing (transient).",
-    },
-    VarDoc {
-        name: "INSIGHTS_DB_STATEMENT_TIMEOUT_MS",
-        default: "10000",
-        meaning: "Client-side bound on every database call, connection wait included.",
-    },
-    VarDoc {
-        name: "INSIGHTS_ENQUEUE_LIMIT",
-        default: "10000",
-        meaning: "Maximum leads enqueued per producer run.",
-    },
-    VarDoc {
-        name: "INSIGHTS_MAX_ATTEMPTS",
-        default: "8",
-        meaning: "Attempts before a job is discarded (1 to 100).",
-    },
-    VarDoc {
-        name: "INSIGHTS_BREAKER_THRESHOLD",
-        default: "3",
-        meaning: "Consecutive database connection errors that pause fetching (1 to 1000).",
-    },
-    VarDoc {
-        name: "INSIGHTS_LLM_BASE_URL",
-        default: "",
-        meaning: "OpenAI-compatible base URL including `/v1` (the client appends `/chat/completions`). Required for `work`; `demo` uses its built-in mock.",
-    },
-    VarDoc {
-        name: "INSIGHTS_LLM_MODEL",
-        default: "gpt-4o-mini",
-        meaning: "Model name sent with every request.",
-    },
-    VarDoc {
-        name: "INSIGHTS_LLM_API_KEY",
-        default: "",
-        meaning: "Bearer token for the LLM API. Unset: OPENAI_API_KEY; both unset: no Authorization header (local servers).",
-    },
-    VarDoc {
-        name: "OPENAI_API_KEY",
-        default: "",
-        meaning: "Fallback for INSIGHTS_LLM_API_KEY.",
-    },
-    VarDoc {
-        name: "INSIGHTS_LLM_TIMEOUT_MS",
-        default: "60000",
-        meaning: "Total timeout of one LLM request.",
-    },
-    VarDoc {
-        name: "INSIGHTS_MAX_MESSAGES",
-        default: "200",
-        meaning: "Newest messages loaded per lead (1 to 100000).",
-    },
-    VarDoc {
-        name: "INSIGHTS_PROMPT_BUDGET_CHARS",
-        default: "24000",
-        meaning: "Characters of conversation the prompt may carry; the newest messages are kept (100 to 10000000).",
-    },
-    VarDoc {
-        name: "INSIGHTS_HTTP_BIND",
-        default: "127.0.0.1:9090",
-        meaning: "Address of the health, metrics and dashboard server.",
-    },
-    VarDoc {
-        name: "INSIGHTS_DASHBOARD_TOKEN",
-        default: "",
-        meaning: "Bearer token for the dashboard; required when INSIGHTS_HTTP_BIND is not a loopback address.",
-    },
-    VarDoc {
-        name: "RUST_LOG",
-        default: "info",
-        meaning: "Log filter (tracing-subscriber syntax), e.g. `info,insights_queue=debug`.",
-    },
+pub const VARIABLES: &[&dyn Row] = &[
+    &DATABASE_URL,
+    &INSIGHTS_DB_POOLER,
+    &QUEUE_DATABASE_URL,
+    &DIRECT_DATABASE_URL,
+    &INSIGHTS_CONCURRENCY,
+    &INSIGHTS_DB_POOL_MAX,
+    &INSIGHTS_DB_ACQUIRE_TIMEOUT_MS,
+    &INSIGHTS_DB_STATEMENT_TIMEOUT_MS,
+    &INSIGHTS_ENQUEUE_LIMIT,
+    &INSIGHTS_MAX_ATTEMPTS,
+    &INSIGHTS_MAX_JOB_AGE,
+    &INSIGHTS_BREAKER_THRESHOLD,
+    &INSIGHTS_LLM_BASE_URL,
+    &INSIGHTS_LLM_MODEL,
+    &INSIGHTS_LLM_API_KEY,
+    &OPENAI_API_KEY,
+    &INSIGHTS_LLM_TIMEOUT_MS,
+    &INSIGHTS_MAX_MESSAGES,
+    &INSIGHTS_PROMPT_BUDGET_CHARS,
+    &INSIGHTS_HTTP_BIND,
+    &INSIGHTS_DASHBOARD_TOKEN,
+    &RUST_LOG,
 ];
 
-/// [`VARIABLES`] as a Markdown table (variable, default, meaning), for the README.
+/// [`VARIABLES`] as a Markdown table (variable, default, accepted form, meaning): the README's.
 pub fn variables_markdown() -> String {
-    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    let mut out = String::from("| variable | default | accepted | meaning |\n|---|---|---|---|\n");
     for v in VARIABLES {
-        let default = match v.default {
-            "" => "unset".to_owned(),
-            d => format!("`{d}`"),
-        };
-        out.push_str(&format!("| `{}` | {} | {} |\n", v.name, default, v.meaning));
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            v.name(),
+            v.default_cell(),
+            v.expected(),
+            v.meaning()
+        ));
     }
     out
 }
@@ -167,11 +740,16 @@ impl PoolerMode {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// The word `INSIGHTS_DB_POOLER` takes for this mode.
+    pub const fn as_str(self) -> &'static str {
         match self {
             PoolerMode::Direct => "none",
             PoolerMode::Transaction => "transaction",
         }
+    }
+
+    fn for_url(setting: PoolerMode, url: Option<&DatabaseUrl>) -> PoolerMode {
+        url.map_or(setting, |u| PoolerMode::resolve(setting, u))
     }
 }
 
@@ -193,13 +771,21 @@ pub enum ConfigError {
 
 /// The validated configuration. Values that only some commands need are `Option`s with a
 /// `require_*` accessor, so each command fails with a clear message only when it needs them.
+///
+/// `Settings::default()` is every variable unset (no database URL); embedders set what they
+/// need with struct-update syntax. `from_lookup` also fills the fields derived from others (the
+/// queue URL from `DATABASE_URL`, the pooler modes from a URL's `?pgbouncer=true`); a struct
+/// literal may leave them at their defaults: `queue_database_url: None` means the app database
+/// ([`Settings::require_queue_database_url`]), and the store honours a URL's pooler hint
+/// whatever `pooler` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `DATABASE_URL` as given (the store strips `pgbouncer=true` before connecting).
     pub database_url: Option<DatabaseUrl>,
     /// Pooler mode of the app pool: `INSIGHTS_DB_POOLER` or the URL hint.
     pub pooler: PoolerMode,
-    /// `QUEUE_DATABASE_URL`, else `DATABASE_URL`.
+    /// `QUEUE_DATABASE_URL`, else `DATABASE_URL`; `None` also means the app database
+    /// ([`Settings::require_queue_database_url`]).
     pub queue_database_url: Option<DatabaseUrl>,
     /// Pooler mode of the queue pool (the setting or the queue URL's hint).
     pub queue_pooler: PoolerMode,
@@ -210,6 +796,8 @@ pub struct Settings {
     pub db_statement_timeout: Duration,
     pub enqueue_limit: u64,
     pub max_attempts: u32,
+    /// Age after which a job that keeps being snoozed is discarded.
+    pub max_job_age: Duration,
     pub breaker_threshold: u32,
     pub llm_base_url: Option<Url>,
     pub llm_model: String,
@@ -222,160 +810,78 @@ pub struct Settings {
     pub log_filter: String,
 }
 
+impl Default for Settings {
+    /// Every variable unset.
+    fn default() -> Self {
+        Self {
+            database_url: DATABASE_URL.default_value(),
+            pooler: INSIGHTS_DB_POOLER.default_value(),
+            queue_database_url: QUEUE_DATABASE_URL.default_value(),
+            queue_pooler: INSIGHTS_DB_POOLER.default_value(),
+            direct_database_url: DIRECT_DATABASE_URL.default_value(),
+            concurrency: INSIGHTS_CONCURRENCY.default_value(),
+            db_pool_max: INSIGHTS_DB_POOL_MAX.default_value(),
+            db_acquire_timeout: INSIGHTS_DB_ACQUIRE_TIMEOUT_MS.default_value(),
+            db_statement_timeout: INSIGHTS_DB_STATEMENT_TIMEOUT_MS.default_value(),
+            enqueue_limit: INSIGHTS_ENQUEUE_LIMIT.default_value(),
+            max_attempts: INSIGHTS_MAX_ATTEMPTS.default_value(),
+            max_job_age: INSIGHTS_MAX_JOB_AGE.default_value(),
+            breaker_threshold: INSIGHTS_BREAKER_THRESHOLD.default_value(),
+            llm_base_url: INSIGHTS_LLM_BASE_URL.default_value(),
+            llm_model: INSIGHTS_LLM_MODEL.default_value(),
+            llm_api_key: INSIGHTS_LLM_API_KEY.default_value(),
+            llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.default_value(),
+            max_messages: INSIGHTS_MAX_MESSAGES.default_value(),
+            prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.default_value(),
+            http_bind: INSIGHTS_HTTP_BIND.default_value(),
+            dashboard_token: INSIGHTS_DASHBOARD_TOKEN.default_value(),
+            log_filter: RUST_LOG.default_value(),
+        }
+    }
+}
+
 impl Settings {
     /// Reads and validates every variable through `lookup` (name → value).
     pub fn from_lookup<F>(lookup: F) -> Result<Self, ConfigError>
     where
         F: Fn(&str) -> Option<String>,
     {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-
-        let database_url = get("DATABASE_URL")
-            .map(|v| parse_db_url("DATABASE_URL", v))
-            .transpose()?;
-        let pooler_setting = match get("INSIGHTS_DB_POOLER").as_deref() {
-            None | Some("none") => PoolerMode::Direct,
-            Some("transaction") => PoolerMode::Transaction,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "INSIGHTS_DB_POOLER",
-                    expected: "`none` or `transaction`".to_owned(),
-                    got: other.to_owned(),
-                });
-            }
-        };
-        let queue_database_url = match get("QUEUE_DATABASE_URL") {
-            Some(v) => Some(parse_db_url("QUEUE_DATABASE_URL", v)?),
-            None => database_url.clone(),
-        };
-        let direct_database_url = get("DIRECT_DATABASE_URL")
-            .map(|v| parse_db_url("DIRECT_DATABASE_URL", v))
-            .transpose()?;
-        let pooler = database_url
-            .as_ref()
-            .map_or(pooler_setting, |u| PoolerMode::resolve(pooler_setting, u));
-        let queue_pooler = queue_database_url
-            .as_ref()
-            .map_or(pooler_setting, |u| PoolerMode::resolve(pooler_setting, u));
-
-        let concurrency = parse_int(
-            "INSIGHTS_CONCURRENCY",
-            get("INSIGHTS_CONCURRENCY"),
-            defaults::CONCURRENCY as u64,
-            1,
-            defaults::MAX_CONCURRENCY as u64,
-        )? as usize;
-        let db_pool_max = parse_int(
-            "INSIGHTS_DB_POOL_MAX",
-            get("INSIGHTS_DB_POOL_MAX"),
-            defaults::DB_POOL_MAX.into(),
-            1,
-            defaults::MAX_POOL.into(),
-        )? as u32;
-        let db_acquire_timeout = parse_ms(
-            "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS",
-            get("INSIGHTS_DB_ACQUIRE_TIMEOUT_MS"),
-            defaults::DB_ACQUIRE_TIMEOUT_MS,
-        )?;
-        let db_statement_timeout = parse_ms(
-            "INSIGHTS_DB_STATEMENT_TIMEOUT_MS",
-            get("INSIGHTS_DB_STATEMENT_TIMEOUT_MS"),
-            defaults::DB_STATEMENT_TIMEOUT_MS,
-        )?;
-        let enqueue_limit = parse_int(
-            "INSIGHTS_ENQUEUE_LIMIT",
-            get("INSIGHTS_ENQUEUE_LIMIT"),
-            defaults::ENQUEUE_LIMIT,
-            1,
-            100_000_000,
-        )?;
-        let max_attempts = parse_int(
-            "INSIGHTS_MAX_ATTEMPTS",
-            get("INSIGHTS_MAX_ATTEMPTS"),
-            defaults::MAX_ATTEMPTS.into(),
-            1,
-            100,
-        )? as u32;
-        let breaker_threshold = parse_int(
-            "INSIGHTS_BREAKER_THRESHOLD",
-            get("INSIGHTS_BREAKER_THRESHOLD"),
-            defaults::BREAKER_THRESHOLD.into(),
-            1,
-            1000,
-        )? as u32;
-        let llm_base_url = get("INSIGHTS_LLM_BASE_URL")
-            .map(|v| parse_http_url("INSIGHTS_LLM_BASE_URL", v))
-            .transpose()?;
-        let llm_model = get("INSIGHTS_LLM_MODEL").unwrap_or_else(|| defaults::LLM_MODEL.to_owned());
-        let llm_api_key = get("INSIGHTS_LLM_API_KEY")
-            .or_else(|| get("OPENAI_API_KEY"))
-            .map(SecretString::new);
-        let llm_timeout = parse_ms(
-            "INSIGHTS_LLM_TIMEOUT_MS",
-            get("INSIGHTS_LLM_TIMEOUT_MS"),
-            defaults::LLM_TIMEOUT_MS,
-        )?;
-        let max_messages = parse_int(
-            "INSIGHTS_MAX_MESSAGES",
-            get("INSIGHTS_MAX_MESSAGES"),
-            defaults::MAX_MESSAGES.into(),
-            1,
-            100_000,
-        )? as u32;
-        let prompt_budget_chars = parse_int(
-            "INSIGHTS_PROMPT_BUDGET_CHARS",
-            get("INSIGHTS_PROMPT_BUDGET_CHARS"),
-            defaults::PROMPT_BUDGET_CHARS as u64,
-            100,
-            10_000_000,
-        )? as usize;
-        let http_bind = match get("INSIGHTS_HTTP_BIND") {
-            None => parse_bind(defaults::HTTP_BIND.to_owned())?,
-            Some(v) => parse_bind(v)?,
-        };
-        let dashboard_token = get("INSIGHTS_DASHBOARD_TOKEN").map(SecretString::new);
-        let log_filter = get("RUST_LOG").unwrap_or_else(|| "info".to_owned());
-
+        let get: &dyn Fn(&str) -> Option<String> = &lookup;
+        let database_url = DATABASE_URL.read(get)?;
+        let pooler = INSIGHTS_DB_POOLER.read(get)?;
+        let queue_database_url = QUEUE_DATABASE_URL.read(get)?;
         let settings = Settings {
+            pooler: PoolerMode::for_url(pooler, database_url.as_ref()),
+            queue_pooler: PoolerMode::for_url(pooler, queue_database_url.as_ref()),
             database_url,
-            pooler,
             queue_database_url,
-            queue_pooler,
-            direct_database_url,
-            concurrency,
-            db_pool_max,
-            db_acquire_timeout,
-            db_statement_timeout,
-            enqueue_limit,
-            max_attempts,
-            breaker_threshold,
-            llm_base_url,
-            llm_model,
-            llm_api_key,
-            llm_timeout,
-            max_messages,
-            prompt_budget_chars,
-            http_bind,
-            dashboard_token,
-            log_filter,
+            direct_database_url: DIRECT_DATABASE_URL.read(get)?,
+            concurrency: INSIGHTS_CONCURRENCY.read(get)?,
+            db_pool_max: INSIGHTS_DB_POOL_MAX.read(get)?,
+            db_acquire_timeout: INSIGHTS_DB_ACQUIRE_TIMEOUT_MS.read(get)?,
+            db_statement_timeout: INSIGHTS_DB_STATEMENT_TIMEOUT_MS.read(get)?,
+            enqueue_limit: INSIGHTS_ENQUEUE_LIMIT.read(get)?,
+            max_attempts: INSIGHTS_MAX_ATTEMPTS.read(get)?,
+            max_job_age: INSIGHTS_MAX_JOB_AGE.read(get)?,
+            breaker_threshold: INSIGHTS_BREAKER_THRESHOLD.read(get)?,
+            llm_base_url: INSIGHTS_LLM_BASE_URL.read(get)?,
+            llm_model: INSIGHTS_LLM_MODEL.read(get)?,
+            llm_api_key: INSIGHTS_LLM_API_KEY.read(get)?,
+            llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.read(get)?,
+            max_messages: INSIGHTS_MAX_MESSAGES.read(get)?,
+            prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.read(get)?,
+            http_bind: INSIGHTS_HTTP_BIND.read(get)?,
+            dashboard_token: INSIGHTS_DASHBOARD_TOKEN.read(get)?,
+            log_filter: RUST_LOG.read(get)?,
         };
         settings.check_http_exposure()?;
         Ok(settings)
     }
 
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// The app database URL, or the error a command that needs it reports.
     pub fn require_database_url(&self) -> Result<&DatabaseUrl, ConfigError> {
         self.database_url.as_ref().ok_or(ConfigError::Missing {
-            name: "DATABASE_URL",
+            name: DATABASE_URL.name,
             why: "a postgres:// URL of the app database",
         })
     }
@@ -384,8 +890,9 @@ impl Settings {
     pub fn require_queue_database_url(&self) -> Result<&DatabaseUrl, ConfigError> {
         self.queue_database_url
             .as_ref()
+            .or(self.database_url.as_ref())
             .ok_or(ConfigError::Missing {
-                name: "DATABASE_URL",
+                name: DATABASE_URL.name,
                 why: "a postgres:// URL (or QUEUE_DATABASE_URL for the queue)",
             })
     }
@@ -401,8 +908,8 @@ impl Settings {
     /// The LLM base URL, required by `work`.
     pub fn require_llm_base_url(&self) -> Result<&Url, ConfigError> {
         self.llm_base_url.as_ref().ok_or(ConfigError::Missing {
-            name: "INSIGHTS_LLM_BASE_URL",
-            why: "an http(s) URL including /v1, e.g. https://api.openai.com/v1",
+            name: INSIGHTS_LLM_BASE_URL.name,
+            why: INSIGHTS_LLM_BASE_URL.form.what,
         })
     }
 
@@ -411,7 +918,7 @@ impl Settings {
     pub fn check_http_exposure(&self) -> Result<(), ConfigError> {
         if !self.http_bind.ip().is_loopback() && self.dashboard_token.is_none() {
             return Err(ConfigError::Missing {
-                name: "INSIGHTS_DASHBOARD_TOKEN",
+                name: INSIGHTS_DASHBOARD_TOKEN.name,
                 why: "INSIGHTS_HTTP_BIND is not a loopback address",
             });
         }
@@ -419,81 +926,11 @@ impl Settings {
     }
 }
 
-fn parse_int(
-    name: &'static str,
-    value: Option<String>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(v) = value else {
-        return Ok(default);
-    };
-    match v.replace('_', "").parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ConfigError::Invalid {
-            name,
-            expected: format!("a whole number from {min} to {max}"),
-            got: v,
-        }),
-    }
-}
-
-fn parse_ms(
-    name: &'static str,
-    value: Option<String>,
-    default_ms: u64,
-) -> Result<Duration, ConfigError> {
-    let ms =
-        parse_int(name, value, default_ms, 1, defaults::MAX_TIMEOUT_MS).map_err(|e| match e {
-            ConfigError::Invalid { name, got, .. } => ConfigError::Invalid {
-                name,
-                expected: format!(
-                    "a duration in whole milliseconds from 1 to {}",
-                    defaults::MAX_TIMEOUT_MS
-                ),
-                got,
-            },
-            other => other,
-        })?;
-    Ok(Duration::from_millis(ms))
-}
-
-fn parse_db_url(name: &'static str, value: String) -> Result<DatabaseUrl, ConfigError> {
-    let url = DatabaseUrl::new(value);
-    url.validate().map_err(|reason| ConfigError::Invalid {
-        name,
-        expected: format!("a postgres:// URL ({reason})"),
-        got: url.redacted(),
-    })?;
-    Ok(url)
-}
-
-fn parse_http_url(name: &'static str, value: String) -> Result<Url, ConfigError> {
-    let invalid = |v: &str| ConfigError::Invalid {
-        name,
-        expected: "an http(s) URL including /v1, e.g. https://api.openai.com/v1".to_owned(),
-        got: v.to_owned(),
-    };
-    let url = Url::parse(&value).map_err(|_| invalid(&value))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid(&value));
-    }
-    Ok(url)
-}
-
-fn parse_bind(value: String) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Invalid {
-        name: "INSIGHTS_HTTP_BIND",
-        expected: "an IP address and port such as 127.0.0.1:9090".to_owned(),
-        got: value,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::cell::RefCell;
+    use std::collections::{BTreeSet, HashMap};
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -504,69 +941,79 @@ mod tests {
     }
 
     #[test]
-    fn defaults_apply_and_match_the_documented_table() {
-        let s = settings(&[("DATABASE_URL", "postgres://u@localhost/db")]).unwrap();
-        assert_eq!(s.concurrency, defaults::CONCURRENCY);
+    fn an_empty_environment_is_the_default() {
+        assert_eq!(settings(&[]).unwrap(), Settings::default());
+        let s = Settings::default();
+        assert_eq!(s.concurrency, 8);
         assert_eq!(s.db_pool_max, defaults::DB_POOL_MAX);
+        assert_eq!(s.max_job_age, Duration::from_secs(24 * 60 * 60));
         assert_eq!(s.pooler, PoolerMode::Direct);
-        assert_eq!(s.queue_database_url, s.database_url);
-        assert!(s.llm_base_url.is_none());
+        assert!(s.database_url.is_none());
         assert!(s.require_llm_base_url().is_err());
-        // Every documented numeric default parses to the value the code uses.
-        let doc_settings = settings(
-            &VARIABLES
-                .iter()
-                .filter(|v| {
-                    v.name.starts_with("INSIGHTS_")
-                        && !v.default.is_empty()
-                        && v.name != "INSIGHTS_DB_POOLER"
-                })
-                .map(|v| (v.name, v.default))
-                .collect::<Vec<_>>(),
-        )
+        assert!(s.check_http_exposure().is_ok());
+    }
+
+    #[test]
+    fn every_written_default_parses_back_to_the_default() {
+        let written: HashMap<&str, String> = VARIABLES
+            .iter()
+            .filter_map(|v| v.default_text().map(|text| (v.name(), text)))
+            .collect();
+        assert!(written.len() >= 15, "{written:?}");
+        let parsed = Settings::from_lookup(|name| written.get(name).cloned()).unwrap();
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn from_lookup_reads_exactly_the_documented_variables() {
+        let asked = RefCell::new(BTreeSet::new());
+        Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
         .unwrap();
-        let none = settings(&[]).unwrap();
-        assert_eq!(doc_settings, none);
-        assert!(
-            VARIABLES
-                .iter()
-                .any(|v| v.name == "INSIGHTS_CONCURRENCY" && v.default == "8")
+        let documented: BTreeSet<String> = VARIABLES.iter().map(|v| v.name().to_owned()).collect();
+        assert_eq!(asked.into_inner(), documented);
+    }
+
+    #[test]
+    fn an_embedder_sets_only_what_it_needs() {
+        let url = DatabaseUrl::new("postgres://u@localhost/db");
+        let s = Settings {
+            database_url: Some(url.clone()),
+            ..Settings::default()
+        };
+        assert_eq!(s.require_queue_database_url().unwrap(), &url);
+        assert_eq!(s.require_migration_url().unwrap(), &url);
+        let from_env = settings(&[("DATABASE_URL", "postgres://u@localhost/db")]).unwrap();
+        assert_eq!(
+            from_env.require_queue_database_url().unwrap(),
+            s.require_queue_database_url().unwrap()
         );
     }
 
     #[test]
-    fn every_variable_read_is_documented() {
-        let src = include_str!("config.rs");
-        let body = src.split("fn from_lookup").nth(1).unwrap();
-        let body = body.split("fn from_env").next().unwrap();
-        for part in body.split("get(\"").skip(1) {
-            let name = part.split('"').next().unwrap();
-            assert!(
-                VARIABLES.iter().any(|v| v.name == name),
-                "{name} is read but not in VARIABLES"
-            );
-        }
-    }
-
-    #[test]
-    fn readme_documents_every_variable_with_its_default() {
+    fn the_readme_table_is_the_rendered_rows() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
         let readme = std::fs::read_to_string(path).unwrap();
-        for v in VARIABLES {
-            let row = readme
-                .lines()
-                .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
-                .unwrap_or_else(|| panic!("README has no table row for {}", v.name));
-            if !v.default.is_empty() {
-                assert!(
-                    row.contains(&format!("`{}`", v.default)),
-                    "README row for {} does not show the default `{}`: {row}",
-                    v.name,
-                    v.default
-                );
-            }
-        }
-        assert!(variables_markdown().lines().count() == VARIABLES.len() + 2);
+        let table: String = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("<!-- variables:start"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("<!-- variables:end"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            table,
+            variables_markdown(),
+            "regenerate README.md's table from insights_core::variables_markdown()"
+        );
+        assert_eq!(variables_markdown().lines().count(), VARIABLES.len() + 2);
+        assert!(
+            variables_markdown()
+                .contains("| `INSIGHTS_CONCURRENCY` | `8` | a whole number from 1 to 4096 |")
+        );
+        assert!(variables_markdown().contains("| `QUEUE_DATABASE_URL` | `DATABASE_URL` |"));
     }
 
     #[test]
@@ -578,10 +1025,18 @@ mod tests {
         );
         let e = settings(&[("INSIGHTS_CONCURRENCY", "0")]).unwrap_err();
         assert!(e.to_string().starts_with("INSIGHTS_CONCURRENCY: expected"));
+        let e = settings(&[("INSIGHTS_CONCURRENCY", "4097")]).unwrap_err();
+        assert!(e.to_string().starts_with("INSIGHTS_CONCURRENCY: expected"));
         let e = settings(&[("INSIGHTS_DB_POOL_MAX", "-1")]).unwrap_err();
         assert!(e.to_string().starts_with("INSIGHTS_DB_POOL_MAX: "));
+        // Beyond u32 although within u64: refused, not truncated.
+        let e = settings(&[("INSIGHTS_MAX_MESSAGES", "4294967297")]).unwrap_err();
+        assert!(e.to_string().starts_with("INSIGHTS_MAX_MESSAGES: "));
         let e = settings(&[("INSIGHTS_LLM_TIMEOUT_MS", "1.5s")]).unwrap_err();
-        assert!(e.to_string().contains("milliseconds"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            r#"INSIGHTS_LLM_TIMEOUT_MS: expected a duration in whole milliseconds from 1 to 3600000, got "1.5s""#
+        );
         let e = settings(&[("INSIGHTS_DB_POOLER", "session")]).unwrap_err();
         assert!(
             e.to_string()
@@ -591,25 +1046,100 @@ mod tests {
         assert!(e.to_string().starts_with("INSIGHTS_LLM_BASE_URL: "));
         let e = settings(&[("INSIGHTS_HTTP_BIND", "9090")]).unwrap_err();
         assert!(e.to_string().starts_with("INSIGHTS_HTTP_BIND: "));
-        // Whitespace-only counts as unset.
+        // Whitespace-only counts as unset; surrounding whitespace is ignored.
         assert_eq!(
             settings(&[("INSIGHTS_CONCURRENCY", " ")])
                 .unwrap()
                 .concurrency,
             8
         );
+        assert_eq!(
+            settings(&[("INSIGHTS_CONCURRENCY", " 1_000 ")])
+                .unwrap()
+                .concurrency,
+            1000
+        );
+    }
+
+    #[test]
+    fn millisecond_variables_keep_their_integer_form() {
+        let s = settings(&[
+            ("INSIGHTS_DB_ACQUIRE_TIMEOUT_MS", "250"),
+            ("INSIGHTS_DB_STATEMENT_TIMEOUT_MS", "3600000"),
+            ("INSIGHTS_LLM_TIMEOUT_MS", "1234"),
+        ])
+        .unwrap();
+        assert_eq!(s.db_acquire_timeout, Duration::from_millis(250));
+        assert_eq!(s.db_statement_timeout, Duration::from_secs(3600));
+        assert_eq!(s.llm_timeout, Duration::from_millis(1234));
+        assert!(settings(&[("INSIGHTS_DB_STATEMENT_TIMEOUT_MS", "3600001")]).is_err());
+        assert!(settings(&[("INSIGHTS_LLM_TIMEOUT_MS", "0")]).is_err());
+    }
+
+    #[test]
+    fn max_job_age_is_written_with_a_unit_within_its_range() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("24h", 86_400),
+            ("30d", 2_592_000),
+        ] {
+            let s = settings(&[("INSIGHTS_MAX_JOB_AGE", text)]).unwrap();
+            assert_eq!(s.max_job_age, Duration::from_secs(secs), "{text}");
+        }
+        for bad in [
+            "59s",
+            "31d",
+            "24",
+            "h",
+            "1.5h",
+            "2w",
+            "-1h",
+            "99999999999999999999d",
+        ] {
+            let e = settings(&[("INSIGHTS_MAX_JOB_AGE", bad)]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "INSIGHTS_MAX_JOB_AGE: expected a duration such as 90s, 15m or 24h, from 1m to 30d, got {bad:?}"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn spans_are_written_in_their_largest_exact_unit() {
+        assert_eq!(Span::format(Duration::from_secs(90)), "90s");
+        assert_eq!(Span::format(Duration::from_secs(900)), "15m");
+        assert_eq!(Span::format(Duration::from_secs(36 * 3600)), "36h");
+        assert_eq!(Span::format(Duration::from_secs(86_400)), "1d");
+        assert_eq!(Span::format(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn a_flag_value_is_checked_by_its_variable_row() {
+        assert_eq!(INSIGHTS_CONCURRENCY.parse("64"), Ok(64));
+        let e = INSIGHTS_CONCURRENCY.parse("0").unwrap_err();
+        assert!(e.to_string().starts_with("INSIGHTS_CONCURRENCY: expected"));
+        assert_eq!(INSIGHTS_CONCURRENCY.check(4096), Ok(4096));
+        assert_eq!(
+            INSIGHTS_CONCURRENCY.check(0).unwrap_err().to_string(),
+            r#"INSIGHTS_CONCURRENCY: expected a whole number from 1 to 4096, got "0""#
+        );
     }
 
     #[test]
     fn database_url_errors_do_not_leak_the_password() {
-        let e = settings(&[("DATABASE_URL", "mysql://app:hunter2@h/db")]).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.starts_with("DATABASE_URL: expected a postgres:// URL"),
-            "{msg}"
-        );
-        assert!(!msg.contains("hunter2"), "{msg}");
-        assert!(!format!("{e:?}").contains("hunter2"));
+        for name in ["DATABASE_URL", "QUEUE_DATABASE_URL", "DIRECT_DATABASE_URL"] {
+            let e = settings(&[(name, "mysql://app:hunter2@h/db")]).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{name}: expected a postgres:// URL")),
+                "{msg}"
+            );
+            assert!(!msg.contains("hunter2"), "{msg}");
+            assert!(!format!("{e:?}").contains("hunter2"));
+        }
         let missing = settings(&[]).unwrap().require_database_url().unwrap_err();
         assert!(missing.to_string().starts_with("DATABASE_URL: required"));
     }
@@ -618,6 +1148,8 @@ mod tests {
     fn pooler_mode_from_setting_or_url_hint() {
         let s = settings(&[("DATABASE_URL", "postgres://u@h:6543/db?pgbouncer=true")]).unwrap();
         assert_eq!(s.pooler, PoolerMode::Transaction);
+        assert_eq!(s.queue_pooler, PoolerMode::Transaction);
+        assert_eq!(s.queue_database_url, s.database_url);
         let s = settings(&[
             ("DATABASE_URL", "postgres://u@h/db"),
             (
@@ -664,6 +1196,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.llm_api_key.unwrap().expose(), "primary");
+        assert_eq!(SecretText { what: "" }.echo("tok-secret"), "[redacted]");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Domain core of insights-worker: lead and conversation types, the job payload, the insight
-//! content with its JSON schema and validation, prompt building, and typed configuration with
-//! secret redaction.
+//! content with its JSON schema and validation, prompt building, secret redaction, and the
+//! configuration: one row per environment variable (name, default, accepted form, meaning) that
+//! parses `Settings` and renders the README's table.
 //!
 //! This crate does no I/O: no database, no network, no process environment (configuration is
 //! read through a lookup closure the caller supplies). Everything here is pure and unit-tested.
@@ -15,7 +16,7 @@ pub mod job;
 pub mod prompt;
 pub mod secret;
 
-pub use config::{ConfigError, PoolerMode, Settings, VARIABLES, VarDoc, variables_markdown};
+pub use config::{ConfigError, PoolerMode, Row, Settings, VARIABLES, Var, variables_markdown};
 pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
 pub use insight::{
     InsightContent, InsightRecord, InsightValidationError, Sentiment, insight_json_schema,

@@ -112,15 +112,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn from_settings_takes_the_environment_and_hides_the_key() {
-        let settings = Settings::from_lookup(|name| match name {
-            "INSIGHTS_LLM_MODEL" => Some("my-model".to_owned()),
-            "INSIGHTS_LLM_API_KEY" => Some("sk-hidden-value".to_owned()),
-            "INSIGHTS_LLM_TIMEOUT_MS" => Some("1234".to_owned()),
-            _ => None,
-        });
-        let Ok(settings) = settings else {
-            panic!("settings should parse: {settings:?}");
+    fn from_settings_takes_the_llm_settings_and_hides_the_key() {
+        let settings = Settings {
+            llm_model: "my-model".to_owned(),
+            llm_api_key: Some(SecretString::new("sk-hidden-value".to_owned())),
+            llm_timeout: Duration::from_millis(1234),
+            ..Settings::default()
         };
         let cfg = LlmConfig::from_settings(&settings, "http://127.0.0.1:9/v1/");
         assert_eq!(cfg.model, "my-model");

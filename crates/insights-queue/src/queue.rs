@@ -32,6 +32,10 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+// The only statement that inserts jobs. Every row carries its `max_attempts` (the job's own,
+// else `QueueConfig::default_max_attempts`, which the worker sets from `INSIGHTS_MAX_ATTEMPTS`),
+// so the column's `DEFAULT 8` in the first migration never decides a queued job's attempts; it
+// stays because applied migrations are checksummed.
 const PUSH_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::int2[], $5::timestamptz[], $6::int4[])

@@ -116,19 +116,15 @@ impl fmt::Display for DemoSummary {
     }
 }
 
+/// The demo owns its database: the queue lives next to the data, no pooler, no LISTEN; the HTTP
+/// server is not part of it. Everything else keeps its default.
 fn demo_settings(url: &str, base_url: &str, concurrency: usize) -> Result<Settings, WorkerError> {
-    let concurrency = concurrency.to_string();
-    Settings::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(url.to_owned()),
-        "INSIGHTS_LLM_BASE_URL" => Some(base_url.to_owned()),
-        "INSIGHTS_CONCURRENCY" => Some(concurrency.clone()),
-        // The demo owns its database: the queue lives next to the data, no pooler.
-        "QUEUE_DATABASE_URL" | "DIRECT_DATABASE_URL" | "INSIGHTS_DB_POOLER" => None,
-        // The HTTP server is not part of the demo.
-        "INSIGHTS_HTTP_BIND" | "INSIGHTS_DASHBOARD_TOKEN" => None,
-        other => std::env::var(other).ok(),
+    Ok(Settings {
+        database_url: insights_core::config::DATABASE_URL.parse(url)?,
+        llm_base_url: insights_core::config::INSIGHTS_LLM_BASE_URL.parse(base_url)?,
+        concurrency: insights_core::config::INSIGHTS_CONCURRENCY.check(concurrency)?,
+        ..Settings::default()
     })
-    .map_err(WorkerError::from)
 }
 
 /// Runs the demo end to end.

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use insights_core::{INSIGHTS_QUEUE, Settings};
+use insights_core::{DatabaseUrl, INSIGHTS_QUEUE, Settings};
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_queue::Queue;
 use insights_store::{Store, StoreOptions};
@@ -8,6 +8,7 @@ use insights_testkit::TestDb;
 use insights_worker::metrics::Metrics;
 use insights_worker::producer::{EnqueueRequest, enqueue};
 use insights_worker::runner::{WorkSummary, WorkerOptions, WorkerParts, run_worker_with};
+use url::Url;
 
 /// Bound on one worker run: generous for a loaded 2-core machine.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -24,16 +25,13 @@ async fn setup(label: &str, leads: u64, mock: MockLlmConfig) -> Env {
     let db = TestDb::create(label).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock = serve_mock(listener, mock).unwrap();
-    let url = db.url.clone();
-    let base = mock.base_url();
-    let settings = Settings::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(url.clone()),
-        "INSIGHTS_LLM_BASE_URL" => Some(base.clone()),
-        "INSIGHTS_CONCURRENCY" => Some("16".to_owned()),
-        "INSIGHTS_DB_POOL_MAX" => Some("2".to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    let settings = Settings {
+        database_url: Some(DatabaseUrl::new(db.url.clone())),
+        llm_base_url: Some(Url::parse(&mock.base_url()).unwrap()),
+        concurrency: 16,
+        db_pool_max: 2,
+        ..Settings::default()
+    };
     insights_worker::admin::migrate(&settings).await.unwrap();
     let ps = insights_store::PoolSettings::app_from_settings(&settings).unwrap();
     let pool = insights_store::connect(&ps).await.unwrap();
@@ -179,12 +177,11 @@ async fn malformed_answers_discard_the_job_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_fails_fast_with_one_line() {
-    let settings = Settings::from_lookup(|name| match name {
-        "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:1/none".to_owned()),
-        "INSIGHTS_LLM_BASE_URL" => Some("http://127.0.0.1:9/v1".to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    let settings = Settings {
+        database_url: Some(DatabaseUrl::new("postgres://postgres@127.0.0.1:1/none")),
+        llm_base_url: Some(Url::parse("http://127.0.0.1:9/v1").unwrap()),
+        ..Settings::default()
+    };
     let opts = WorkerOptions::from_settings(&settings).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(30), insights_worker::run_worker(opts))
         .await

@@ -232,9 +232,10 @@ pub struct MockLlmArgs {
 
 /// `--concurrency` of `demo`: the range `INSIGHTS_CONCURRENCY` accepts.
 fn parse_concurrency(v: &str) -> Result<usize, String> {
+    let max = insights_core::defaults::MAX_CONCURRENCY;
     match v.trim().parse::<usize>() {
-        Ok(n) if (1..=4096).contains(&n) => Ok(n),
-        _ => Err(format!("expected a whole number from 1 to 4096, got {v}")),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}, got {v}")),
     }
 }
 

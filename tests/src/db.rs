@@ -406,6 +406,50 @@ impl E2eDb {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// From now on, records every write of an insight (insert or overwrite) with the LLM
+    /// request it came from. The insights table keeps one row per lead, so only a log can show
+    /// a lead written twice or one LLM answer written to two leads.
+    pub async fn record_insight_writes(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS insight_writes (
+                 lead_id        bigint      NOT NULL,
+                 llm_request_id text,
+                 at             timestamptz NOT NULL DEFAULT clock_timestamp()
+             );
+             CREATE OR REPLACE FUNCTION record_insight_write() RETURNS trigger
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO insight_writes (lead_id, llm_request_id)
+                 VALUES (NEW.lead_id, NEW.llm_request_id);
+                 RETURN NULL;
+             END $$;
+             CREATE OR REPLACE TRIGGER record_insight_write
+                 AFTER INSERT OR UPDATE ON lead_conversation_insights
+                 FOR EACH ROW EXECUTE FUNCTION record_insight_write();",
+        )
+        .execute(&self.pool)
+        .await
+        .context("cannot install the insight write log")?;
+        Ok(())
+    }
+
+    /// The LLM request id of every insight write recorded since [`Self::record_insight_writes`],
+    /// per lead, oldest first (`None`: written without one).
+    pub async fn insight_writes(&self) -> anyhow::Result<BTreeMap<i64, Vec<Option<String>>>> {
+        let rows = sqlx::query("SELECT lead_id, llm_request_id FROM insight_writes ORDER BY at")
+            .fetch_all(&self.pool)
+            .await
+            .context("cannot read the insight write log")?;
+        let mut writes: BTreeMap<i64, Vec<Option<String>>> = BTreeMap::new();
+        for row in rows {
+            writes
+                .entry(row.get("lead_id"))
+                .or_default()
+                .push(row.get("llm_request_id"));
+        }
+        Ok(writes)
+    }
+
     /// Backends of this database now, harness connections excluded.
     pub async fn backends(&self) -> anyhow::Result<BackendSample> {
         let row = sqlx::query(

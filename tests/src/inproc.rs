@@ -11,7 +11,7 @@ use insights_queue::Queue;
 use insights_store::{Store, StoreOptions};
 use insights_worker::WorkerError;
 use insights_worker::metrics::Metrics;
-use insights_worker::runner::{WorkSummary, WorkerOptions, WorkerParts, run_worker_with};
+use insights_worker::runner::{RunOptions, WorkSummary, WorkerParts, run_worker_with};
 use tokio::task::JoinHandle;
 
 /// A worker running in a task of the test's runtime.
@@ -49,7 +49,7 @@ impl InProcessWorker {
         );
         let queue = Queue::new(pools.queue.clone(), insights_worker::queue_config(settings));
         let llm = LlmClient::new(llm).map_err(|e| anyhow::anyhow!("LLM client: {e}"))?;
-        let mut options = WorkerOptions::from_settings(settings)?;
+        let mut options = RunOptions::from_settings(settings)?;
         options.exit_when_idle = exit_when_idle;
         options.http_bind = None;
         let metrics = Metrics::new();

@@ -1,6 +1,6 @@
-//! The baseline: apalis-postgres 1.0, configured as issue 2 says (poll interval 50 ms; batch size
-//! its default or 100), driven by the same apalis `WorkerBuilder` and the same handler and clock
-//! as our queue.
+//! The baseline: apalis-postgres 1.0, configured for a fair comparison (poll interval 50 ms;
+//! batch size its default or 100), driven by the same apalis `WorkerBuilder` and the same
+//! handler and clock as our queue.
 
 use std::time::Instant;
 

@@ -12,7 +12,7 @@ pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Every database the bench creates starts with this; it only ever drops names it created.
 pub const BENCH_DB_PREFIX: &str = "insights_bench_";
 
-// ---- queue (issue 2) ----------------------------------------------------------------------
+// ---- queue -------------------------------------------------------------------------------
 /// No-op drain: jobs and worker concurrency.
 pub const NOOP_JOBS: usize = 20_000;
 pub const NOOP_CONCURRENCY: usize = 32;
@@ -45,7 +45,7 @@ pub const TARGET_SLOW_JOBS_PER_S: f64 = 247.0;
 pub const TARGET_SLOW_MAX_BACKENDS: i64 = 3;
 pub const TARGET_DECAY_RATIO: f64 = 0.8;
 
-// ---- pipeline (issue 3) -------------------------------------------------------------------
+// ---- pipeline ----------------------------------------------------------------------------
 pub const PIPELINE_LEADS: usize = 20_000;
 /// Worker concurrency of the pipeline run: at 0 ms LLM latency, more jobs in flight make bigger
 /// load/write/completion batches (measured: 64 → 1.5k leads/s, 256 → 1.9k on a loaded machine).

@@ -1,4 +1,4 @@
-//! Benchmarks of issue 2 (the queue) and issue 3 (the pipeline), each against its baseline:
+//! Benchmarks of the queue and of the pipeline, each against its baseline:
 //! apalis-postgres 1.0 for the queue, a connection-holding naive worker for the pipeline.
 //!
 //! Bench-only: the production binary never links this crate (it alone carries apalis-postgres).

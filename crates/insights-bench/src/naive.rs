@@ -1,4 +1,4 @@
-//! The naive baseline of issue 3: a worker that holds one pooled connection for the whole job:
+//! The naive baseline of the pipeline: a worker that holds one pooled connection for the whole job:
 //! acquire, load, call the LLM (connection still held), upsert, release. Same pool size, same
 //! concurrency, same mock LLM, same upsert statement as ours; no queue (the leads are known).
 

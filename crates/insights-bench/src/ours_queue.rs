@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use apalis::prelude::{WorkerBuilder, WorkerBuilderExt};
-use insights_queue::{NewJob, Queue, QueueConfig, WorkerOptions};
+use insights_queue::{BackendOptions, NewJob, Queue, QueueConfig};
 use tokio::sync::oneshot;
 
 use crate::bench_db::{BenchDb, admin_url};
@@ -97,7 +97,7 @@ pub async fn drain(label: &str, spec: DrainSpec) -> anyhow::Result<DrainOutcome>
     .await?;
     let sampler = BackendSampler::start(&admin_url(), &db.name, &[counter.pid]).await?;
     let backend =
-        queue.worker_backend::<u64>(QUEUE, WorkerOptions::with_concurrency(spec.concurrency));
+        queue.worker_backend::<u64>(QUEUE, BackendOptions::with_concurrency(spec.concurrency));
     let worker = WorkerBuilder::new(format!("bench-{label}"))
         .backend(backend)
         .concurrency(spec.concurrency)

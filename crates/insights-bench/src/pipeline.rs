@@ -12,7 +12,7 @@ use insights_llm::{LlmClient, LlmConfig};
 use insights_queue::Queue;
 use insights_store::{PoolSettings, Store, StoreOptions};
 use insights_worker::producer::{self, EnqueueRequest};
-use insights_worker::runner::{self, WorkerOptions, WorkerParts};
+use insights_worker::runner::{self, RunOptions, WorkerParts};
 use insights_worker::{Metrics, WorkSummary};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -158,7 +158,7 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
     // The worker is up before the producer runs, as in production (a long-running
     // deployment, and `insights enqueue` from a cron): it takes jobs as their chunks commit.
     let stop = CancellationToken::new();
-    let mut options = WorkerOptions::from_settings(s).map_err(|e| anyhow!("{e}"))?;
+    let mut options = RunOptions::from_settings(s).map_err(|e| anyhow!("{e}"))?;
     // Stopped by the bench once every insight is durable, like a deployment that stays up.
     options.exit_when_idle = false;
     options.http_bind = None;

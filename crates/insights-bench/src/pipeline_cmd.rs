@@ -1,4 +1,4 @@
-//! `insights-bench pipeline` and `insights-bench connections`: issue 3's benchmarks.
+//! `insights-bench pipeline` and `insights-bench connections`: the pipeline's benchmarks.
 
 use std::time::Duration;
 
@@ -142,10 +142,7 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
             ),
             "end to end = from the producer's start to the last insight durable; worker = queue timestamps (first attempted_at to last finalized_at)".to_owned(),
         ];
-        print!(
-            "{}",
-            table("insights-bench pipeline (issue 3)", &rows, &notes)
-        );
+        print!("{}", table("insights-bench pipeline", &rows, &notes));
     }
     Ok(ok)
 }
@@ -285,10 +282,7 @@ pub async fn run_connections(a: ConnectionsArgs) -> anyhow::Result<bool> {
             "leads/s = queue timestamps (first job start to last completion); backends = client backends of the bench database, sampled every 20 ms".to_owned(),
             "RSS: VmHWM of the bench process (worker in process, plus the in-process mock LLM and the bench's samplers), reset via /proc/self/clear_refs just before the worker started: an upper bound for the worker".to_owned(),
         ];
-        print!(
-            "{}",
-            table("insights-bench connections (issue 3)", &rows, &notes)
-        );
+        print!("{}", table("insights-bench connections", &rows, &notes));
     }
     Ok(ok)
 }

@@ -1,4 +1,4 @@
-//! `insights-bench queue`: issue 2's benchmark, ours side by side with apalis-postgres 1.0.
+//! `insights-bench queue`: the queue's benchmark, ours side by side with apalis-postgres 1.0.
 
 use std::time::Duration;
 
@@ -338,7 +338,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
             "the 200 ms handler sleeps on a blocking-pool thread (a Tokio sleep lasts 201.2 ms on average); idle per job = slot time not spent in a handler, per job".to_owned(),
             "jobs/s is clocked from the first handler start to the moment the database shows every job done; backends = client backends of the bench database, sampled every 20 ms".to_owned(),
         ];
-        print!("{}", table("insights-bench queue (issue 2)", &rows, &notes));
+        print!("{}", table("insights-bench queue", &rows, &notes));
     }
     Ok(all_ran)
 }

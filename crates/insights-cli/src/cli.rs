@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use insights_core::{ConfigError, Settings};
-use insights_worker::WorkerError;
+use insights_worker::demo::DemoOptions;
+use insights_worker::producer::EnqueueRequest;
+use insights_worker::{RunOptions, WorkerError, admin, http};
 
 /// How a command failed, for the exit code.
 pub enum Failure {
@@ -102,32 +104,9 @@ pub enum Command {
         seed: u64,
     },
     /// Enqueue one job per booked lead whose insight is missing or stale.
-    Enqueue {
-        /// At most this many leads (overrides INSIGHTS_ENQUEUE_LIMIT).
-        #[arg(long, value_name = "N")]
-        limit: Option<String>,
-        /// Enqueue these leads (when they exist and are booked) instead of querying candidates.
-        #[arg(long = "lead-id", value_name = "ID")]
-        lead_ids: Vec<i64>,
-        /// Count candidates without enqueueing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print `{"candidates":N,"enqueued":N,"duplicates":N}`.
-        #[arg(long)]
-        json: bool,
-    },
+    Enqueue(EnqueueArgs),
     /// Run the worker.
-    Work {
-        /// Jobs in flight (overrides INSIGHTS_CONCURRENCY).
-        #[arg(long, value_name = "N")]
-        concurrency: Option<String>,
-        /// Stop once no job is available, scheduled, retryable or running.
-        #[arg(long)]
-        exit_when_idle: bool,
-        /// Print the final summary as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Work(WorkArgs),
     /// Job counts by state of the insights queue.
     Status {
         #[arg(long)]
@@ -144,20 +123,52 @@ pub enum Command {
     MockLlm(MockLlmArgs),
     /// One command on the local Postgres: create, migrate, seed, work with an in-process mock LLM,
     /// print a summary.
-    Demo {
-        /// Leads to seed.
-        #[arg(long, value_name = "N")]
-        leads: Option<u64>,
-        /// Mock LLM latency.
-        #[arg(long, value_name = "MS")]
-        latency_ms: Option<u64>,
-        /// Jobs in flight.
-        #[arg(long, value_name = "N")]
-        concurrency: Option<usize>,
-        /// Print the summary as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// At most this many leads (overrides INSIGHTS_ENQUEUE_LIMIT).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<String>,
+    /// Enqueue these leads (when they exist and are booked) instead of querying candidates.
+    #[arg(long = "lead-id", value_name = "ID")]
+    pub lead_ids: Vec<i64>,
+    /// Count candidates without enqueueing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print `{"candidates":N,"enqueued":N,"duplicates":N}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Jobs in flight (overrides INSIGHTS_CONCURRENCY).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<String>,
+    /// Stop once no job is available, scheduled, retryable or running.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leads to seed.
+    #[arg(long, value_name = "N")]
+    pub leads: Option<u64>,
+    /// Mock LLM latency.
+    #[arg(long, value_name = "MS")]
+    pub latency_ms: Option<u64>,
+    /// Jobs in flight.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    pub concurrency: Option<usize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,10 +208,10 @@ pub struct MockLlmArgs {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_jitter_ms: u64,
     /// Fraction of requests answered with HTTP 500 (0 to 1).
-    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_fraction)]
     pub fail_rate: f64,
     /// Fraction of requests answered with content that is not a valid insight (0 to 1).
-    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_fraction)]
     pub malformed_rate: f64,
     /// Every N requests, the last `--rate-limit-burst` get a 429.
     #[arg(long, value_name = "N")]
@@ -217,6 +228,23 @@ pub struct MockLlmArgs {
     /// Seed of the fault plan.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--concurrency` of `demo`: the range `INSIGHTS_CONCURRENCY` accepts.
+fn parse_concurrency(v: &str) -> Result<usize, String> {
+    let max = insights_core::defaults::MAX_CONCURRENCY;
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}, got {v}")),
+    }
+}
+
+/// A probability for the mock's fault rates.
+fn parse_fraction(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a fraction from 0 to 1, got {v}")),
+    }
 }
 
 impl Overrides {
@@ -236,10 +264,15 @@ impl Overrides {
         put("INSIGHTS_BREAKER_THRESHOLD", &self.breaker_threshold);
         put("INSIGHTS_LLM_BASE_URL", &self.llm_base_url);
         put("INSIGHTS_LLM_MODEL", &self.llm_model);
-        if self.http_bind.as_deref() != Some("off") {
+        if !self.http_off() {
             put("INSIGHTS_HTTP_BIND", &self.http_bind);
         }
         m
+    }
+
+    /// `--http-bind off`: `work` runs without its HTTP server.
+    fn http_off(&self) -> bool {
+        self.http_bind.as_deref() == Some("off")
     }
 }
 
@@ -257,133 +290,84 @@ fn settings(
     Settings::from_lookup(|name| vars.get(name).cloned().or_else(|| std::env::var(name).ok()))
 }
 
+/// Runs one command: settings from the environment and flags, the `insights-worker` call, the
+/// output.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let ov = &cli.overrides;
-    let http_off = ov.http_bind.as_deref() == Some("off");
     match cli.command {
-        Command::Migrate => {
-            let s = settings(ov, &[])?;
-            insights_worker::admin::migrate(&s).await?;
-            println!("migrations applied");
-        }
-        Command::Seed { leads, seed } => {
-            let s = settings(ov, &[])?;
-            let report = insights_worker::admin::seed(&s, leads, seed).await?;
-            println!("{report}");
-        }
-        Command::Enqueue {
-            limit,
-            lead_ids,
-            dry_run,
-            json,
-        } => {
-            let s = settings(ov, &[("INSIGHTS_ENQUEUE_LIMIT", &limit)])?;
-            let report = insights_worker::admin::enqueue(
-                &s,
-                insights_worker::producer::EnqueueRequest {
-                    limit: s.enqueue_limit,
-                    lead_ids,
-                    dry_run,
-                },
-            )
-            .await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).map_err(anyhow::Error::new)?
-                );
-            } else {
-                println!(
-                    "candidates: {}, enqueued: {}, duplicates: {}{}",
-                    report.candidates,
-                    report.enqueued,
-                    report.duplicates,
-                    if dry_run { " (dry run)" } else { "" }
-                );
-            }
-        }
-        Command::Work {
-            concurrency,
-            exit_when_idle,
-            json,
-        } => {
-            let s = settings(ov, &[("INSIGHTS_CONCURRENCY", &concurrency)])?;
-            let mut opts = insights_worker::runner::WorkerOptions::from_settings(&s)?;
-            opts.exit_when_idle = exit_when_idle;
-            if http_off {
-                opts.http_bind = None;
-            }
-            let summary = insights_worker::runner::run_worker(opts).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&summary).map_err(anyhow::Error::new)?
-                );
-            }
-        }
-        Command::Status { json } => {
-            let s = settings(ov, &[])?;
-            let status = insights_worker::admin::status(&s).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&status).map_err(anyhow::Error::new)?
-                );
-            } else {
-                print!("{status}");
-            }
-        }
-        Command::Jobs { command } => {
-            let s = settings(ov, &[])?;
-            jobs(&s, command).await?;
-        }
-        Command::Dashboard => {
-            let s = settings(ov, &[])?;
-            insights_worker::runner::run_dashboard(&s).await?;
-        }
-        Command::MockLlm(args) => mock_llm(args).await?,
-        Command::Demo {
-            leads,
-            latency_ms,
-            concurrency,
-            json,
-        } => {
-            let mut opts = insights_worker::demo::DemoOptions::default();
-            if let Some(n) = leads {
-                opts.leads = n;
-            }
-            if let Some(ms) = latency_ms {
-                opts.llm_latency = Duration::from_millis(ms);
-            }
-            if let Some(c) = concurrency {
-                if c == 0 {
-                    return Err(Failure::Usage(
-                        "--concurrency: expected a whole number from 1 to 4096, got 0".into(),
-                    ));
-                }
-                opts.concurrency = c;
-            }
-            opts.database_url = ov.database_url.clone().or_else(|| {
-                std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|v| !v.trim().is_empty())
-            });
-            let summary = insights_worker::demo::run_demo(opts).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&summary).map_err(anyhow::Error::new)?
-                );
-            } else {
-                print!("{summary}");
-            }
-        }
+        Command::Migrate => migrate(ov).await,
+        Command::Seed { leads, seed } => seed_leads(ov, leads, seed).await,
+        Command::Enqueue(args) => enqueue(ov, args).await,
+        Command::Work(args) => work(ov, args).await,
+        Command::Status { json } => status(ov, json).await,
+        Command::Jobs { command } => jobs(&settings(ov, &[])?, command).await,
+        Command::Dashboard => Ok(http::run_dashboard(&settings(ov, &[])?).await?),
+        Command::MockLlm(args) => mock_llm(args).await,
+        Command::Demo(args) => demo(ov, args).await,
+    }
+}
+
+/// `value` as one line of JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    println!(
+        "{}",
+        serde_json::to_string(value).map_err(anyhow::Error::new)?
+    );
+    Ok(())
+}
+
+async fn migrate(ov: &Overrides) -> Result<(), Failure> {
+    admin::migrate(&settings(ov, &[])?).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn seed_leads(ov: &Overrides, leads: u64, seed: u64) -> Result<(), Failure> {
+    let report = admin::seed(&settings(ov, &[])?, leads, seed).await?;
+    println!("{report}");
+    Ok(())
+}
+
+async fn enqueue(ov: &Overrides, args: EnqueueArgs) -> Result<(), Failure> {
+    let s = settings(ov, &[("INSIGHTS_ENQUEUE_LIMIT", &args.limit)])?;
+    let request = EnqueueRequest {
+        limit: s.enqueue_limit,
+        lead_ids: args.lead_ids,
+        dry_run: args.dry_run,
+    };
+    let report = admin::enqueue(&s, request).await?;
+    if args.json {
+        return print_json(&report);
+    }
+    let dry_run = if args.dry_run { " (dry run)" } else { "" };
+    println!("{report}{dry_run}");
+    Ok(())
+}
+
+async fn work(ov: &Overrides, args: WorkArgs) -> Result<(), Failure> {
+    let s = settings(ov, &[("INSIGHTS_CONCURRENCY", &args.concurrency)])?;
+    let mut options = RunOptions::from_settings(&s)?;
+    options.exit_when_idle = args.exit_when_idle;
+    if ov.http_off() {
+        options.http_bind = None;
+    }
+    let summary = insights_worker::run_worker(options).await?;
+    if args.json {
+        print_json(&summary)?;
     }
     Ok(())
 }
 
+async fn status(ov: &Overrides, json: bool) -> Result<(), Failure> {
+    let status = admin::status(&settings(ov, &[])?).await?;
+    if json {
+        return print_json(&status);
+    }
+    print!("{status}");
+    Ok(())
+}
+
 async fn jobs(s: &Settings, command: JobsCommand) -> Result<(), Failure> {
-    use insights_worker::admin;
     match command {
         JobsCommand::List { state, limit, json } => {
             let state = state
@@ -392,24 +376,16 @@ async fn jobs(s: &Settings, command: JobsCommand) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("--state: {e}")))?;
             let jobs = admin::list_jobs(s, state, limit).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&jobs).map_err(anyhow::Error::new)?
-                );
-            } else {
-                print!("{}", admin::format_job_list(&jobs));
+                return print_json(&jobs);
             }
+            print!("{}", admin::format_job_list(&jobs));
         }
         JobsCommand::Show { id, json } => {
             let job = admin::show_job(s, id).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&job).map_err(anyhow::Error::new)?
-                );
-            } else {
-                print!("{}", admin::format_job(&job));
+                return print_json(&job);
             }
+            print!("{}", admin::format_job(&job));
         }
         JobsCommand::Retry { id } => {
             admin::retry_job(s, id).await?;
@@ -425,16 +401,6 @@ async fn jobs(s: &Settings, command: JobsCommand) -> Result<(), Failure> {
 
 async fn mock_llm(args: MockLlmArgs) -> Result<(), Failure> {
     use insights_llm::mock::{MockLlmConfig, RateLimitBurst};
-    for (flag, p) in [
-        ("--fail-rate", args.fail_rate),
-        ("--malformed-rate", args.malformed_rate),
-    ] {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Failure::Usage(format!(
-                "{flag}: expected a fraction from 0 to 1, got {p}"
-            )));
-        }
-    }
     let config = MockLlmConfig {
         latency: Duration::from_millis(args.latency_ms),
         latency_jitter: Duration::from_millis(args.latency_jitter_ms),
@@ -448,6 +414,29 @@ async fn mock_llm(args: MockLlmArgs) -> Result<(), Failure> {
         outage: args.outage,
         seed: args.seed,
     };
-    insights_worker::admin::serve_mock_llm(args.bind, config).await?;
+    admin::serve_mock_llm(args.bind, config).await?;
+    Ok(())
+}
+
+async fn demo(ov: &Overrides, args: DemoArgs) -> Result<(), Failure> {
+    let defaults = DemoOptions::default();
+    let options = DemoOptions {
+        database_url: ov.database_url.clone().or_else(|| {
+            std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        }),
+        leads: args.leads.unwrap_or(defaults.leads),
+        llm_latency: args
+            .latency_ms
+            .map_or(defaults.llm_latency, Duration::from_millis),
+        concurrency: args.concurrency.unwrap_or(defaults.concurrency),
+        ..defaults
+    };
+    let summary = insights_worker::demo::run_demo(options).await?;
+    if args.json {
+        return print_json(&summary);
+    }
+    print!("{summary}");
     Ok(())
 }

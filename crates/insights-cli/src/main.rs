@@ -8,7 +8,8 @@ mod cli;
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: see the workspace manifest for the measurement.
+/// mimalloc instead of glibc malloc: with glibc's allocator the pipeline loses about a fifth of
+/// its throughput, for about 30 MB less peak memory.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -13,7 +13,7 @@ use apalis::prelude::WorkerBuilderExt;
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
-use insights_queue::{NewJob, Queue, QueueConfig, WorkerOptions};
+use insights_queue::{BackendOptions, NewJob, Queue, QueueConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -100,7 +100,7 @@ async fn drain(
         ..Progress::default()
     });
     let backend =
-        queue.worker_backend::<Job>("bench", WorkerOptions::with_concurrency(concurrency));
+        queue.worker_backend::<Job>("bench", BackendOptions::with_concurrency(concurrency));
     let worker = WorkerBuilder::new("bench")
         .backend(backend)
         .concurrency(concurrency)

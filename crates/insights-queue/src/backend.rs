@@ -14,7 +14,7 @@ use apalis_core::worker::context::WorkerContext;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::config::WorkerOptions;
+use crate::config::BackendOptions;
 use crate::control::FetchControl;
 use crate::driver::{self, Driver, Shared};
 use crate::error::QueueError;
@@ -31,7 +31,7 @@ use crate::stats::WorkerStats;
 /// It never returns an error to apalis: database trouble is logged and retried with backoff.
 pub struct QueueBackend<T> {
     shared: Arc<Shared>,
-    options: WorkerOptions,
+    options: BackendOptions,
     driver: Option<Driver>,
     closing: Option<JoinHandle<()>>,
     _payload: PhantomData<fn() -> T>,
@@ -49,7 +49,7 @@ impl<T> std::fmt::Debug for QueueBackend<T> {
 
 impl Queue {
     /// A backend for one worker on `queue`.
-    pub fn worker_backend<T>(&self, queue: &str, options: WorkerOptions) -> QueueBackend<T>
+    pub fn worker_backend<T>(&self, queue: &str, options: BackendOptions) -> QueueBackend<T>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -227,7 +227,7 @@ where
     type Args = T;
     type Id = i64;
     type Kind = Ephemeral;
-    type Config = WorkerOptions;
+    type Config = BackendOptions;
     type Layer = QueueLayer;
 
     fn config(&self) -> &Self::Config {

@@ -79,7 +79,7 @@ impl std::fmt::Debug for QueueConfig {
 
 /// Per-worker settings for [`crate::Queue::worker_backend`].
 #[derive(Debug, Clone)]
-pub struct WorkerOptions {
+pub struct BackendOptions {
     /// Jobs leased at once by this worker (running + fetched but not yet started). Give the
     /// same number to `WorkerBuilder::concurrency`.
     pub concurrency: usize,
@@ -87,7 +87,7 @@ pub struct WorkerOptions {
     pub run_rescuer: bool,
 }
 
-impl Default for WorkerOptions {
+impl Default for BackendOptions {
     fn default() -> Self {
         Self {
             concurrency: defaults::CONCURRENCY,
@@ -96,7 +96,7 @@ impl Default for WorkerOptions {
     }
 }
 
-impl WorkerOptions {
+impl BackendOptions {
     pub fn with_concurrency(concurrency: usize) -> Self {
         Self {
             concurrency,

@@ -1,5 +1,5 @@
 //! Every default of the queue, named once. [`crate::QueueConfig::default`] and
-//! [`crate::WorkerOptions::default`] are built from these.
+//! [`crate::BackendOptions::default`] are built from these.
 
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ pub const RESCUE_BATCH: i64 = 1_000;
 /// Errors kept per job (oldest dropped first), so a job snoozed for hours stays small.
 pub const ERRORS_KEPT: i32 = 20;
 
-/// Jobs a worker runs at once when [`crate::WorkerOptions::concurrency`] is not set.
+/// Jobs a worker runs at once when [`crate::BackendOptions::concurrency`] is not set.
 pub const CONCURRENCY: usize = 8;
 
 /// Channel the queue notifies on insert; only listened to over a direct URL.

@@ -36,7 +36,7 @@
 //! - a payload that does not decode into `T` → `discarded` by the backend with the decode
 //!   error; the handler never sees it.
 //!
-//! Give `WorkerBuilder::concurrency(n)` the same `n` as [`WorkerOptions::concurrency`]: the
+//! Give `WorkerBuilder::concurrency(n)` the same `n` as [`BackendOptions::concurrency`]: the
 //! backend never leases more jobs than that (`.concurrency` needs apalis' `limit` feature).
 //!
 //! # The pool (built by the caller)
@@ -75,7 +75,7 @@ mod stats;
 
 pub use backend::QueueBackend;
 pub use board::{BoardCodec, QueueBoard};
-pub use config::{QueueConfig, WorkerOptions};
+pub use config::{BackendOptions, QueueConfig};
 pub use control::FetchControl;
 pub use error::{Permanent, QueueError, Snooze};
 pub use job::{JobDetail, JobError, JobState, JobSummary, NewJob, PushOutcome, StateCounts};

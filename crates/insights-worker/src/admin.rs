@@ -1,14 +1,13 @@
 //! The one-shot operations the CLI wires: migrate, seed, enqueue, status, job inspection and
-//! steering, the standalone mock LLM, and the dashboard router. Each connects what it needs
-//! from `Settings` and returns plain values for the CLI to print.
+//! steering, and the standalone mock LLM. Each connects what it needs from `Settings` and
+//! returns plain values (and their text form) for the CLI to print.
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
-use axum::Router;
-use insights_core::{INSIGHTS_QUEUE, InsightJob, Settings};
+use insights_core::{INSIGHTS_QUEUE, Settings};
 use insights_llm::mock::{MockLlmConfig, serve_mock};
-use insights_queue::{JobDetail, JobState, JobSummary, Queue, StateCounts};
+use insights_queue::{JobDetail, JobState, JobSummary, StateCounts};
 use insights_store::pool::{self, PoolSettings};
 use insights_store::{SeedReport, Store, StoreOptions};
 use serde::Serialize;
@@ -230,23 +229,9 @@ pub async fn serve_mock_llm(bind: SocketAddr, config: MockLlmConfig) -> Result<(
         handle.addr,
         handle.base_url()
     );
-    crate::runner::shutdown_signal().await;
+    crate::signals::shutdown_signal().await;
     handle
         .shutdown()
         .await
         .map_err(|e| WorkerError::Runtime(format!("mock LLM stopped with an error: {e}")))
-}
-
-/// The apalis-board dashboard for the insights queue: REST API under `/api/v1`, the embedded
-/// UI for every other path.
-pub fn board_router(queue: &Queue) -> Router {
-    use apalis_board::axum::framework::{ApiBuilder, RegisterRoute};
-    use apalis_board::axum::ui::ServeUI;
-    let api = ApiBuilder::new(Router::new())
-        .register(INSIGHTS_QUEUE, queue.board::<InsightJob>(INSIGHTS_QUEUE))
-        .build();
-    // The UI hard-codes `/api/v1` and root-relative assets, so it is served at `/`.
-    Router::new()
-        .nest("/api/v1", api)
-        .fallback_service(ServeUI::new())
 }

@@ -20,7 +20,7 @@ use crate::defaults::{
 use crate::error::WorkerError;
 use crate::metrics::Metrics;
 use crate::producer::{self, EnqueueRequest};
-use crate::runner::{self, WorkerOptions, WorkerParts};
+use crate::runner::{self, RunOptions, WorkerParts};
 use crate::wiring::{self, store_err};
 
 #[derive(Debug, Clone)]
@@ -179,7 +179,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     .await?;
 
     let sampler = runner::pools_sampler(&pools);
-    let mut options = WorkerOptions::from_settings(&settings)?;
+    let mut options = RunOptions::from_settings(&settings)?;
     options.exit_when_idle = true;
     options.http_bind = None;
     options.name = "insights-demo".to_owned();

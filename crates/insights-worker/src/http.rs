@@ -1,6 +1,8 @@
-//! The worker's HTTP surface: `/healthz` (the process lives), `/readyz` (503 while the circuit
-//! breaker is open or the queue database does not answer), `/metrics` (Prometheus text) and the
-//! apalis-board dashboard (REST under `/api/v1`, the embedded UI at `/`).
+//! Every route of the worker's HTTP surface: `/healthz` (the process lives), `/readyz` (503
+//! while the circuit breaker is open or the queue database does not answer), `/metrics`
+//! (Prometheus text) and the apalis-board dashboard (REST under `/api/v1`, the embedded UI at
+//! `/`); the readiness probe behind `/readyz`; and `insights dashboard`, the same surface
+//! without a worker.
 //!
 //! Bound beyond loopback the server requires a bearer token (`INSIGHTS_DASHBOARD_TOKEN`) for
 //! everything except the two probes, and refuses to start without one.
@@ -9,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -17,11 +19,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use insights_core::SecretString;
+use insights_core::{INSIGHTS_QUEUE, InsightJob, SecretString, Settings};
+use insights_queue::{Queue, WorkerStats};
+use insights_store::Store;
 
 use crate::breaker::Breaker;
+use crate::defaults::READY_CACHE;
 use crate::error::WorkerError;
 use crate::metrics::Metrics;
+use crate::signals::shutdown_signal;
+use crate::wiring;
 
 /// A readiness probe of the queue database: `Ok` when it answers.
 pub type ReadyProbe =
@@ -91,8 +98,8 @@ pub fn router(parts: HttpParts) -> Router {
         .merge(protected)
 }
 
-/// Binds and serves until `shutdown` resolves. Returns the bound address through `on_bound`
-/// before serving (port 0 picks a free one).
+/// Binds and serves until `shutdown` resolves, in a task of its own. Returns the bound address
+/// (port 0 picks a free one) and that task.
 pub async fn serve(
     bind: SocketAddr,
     parts: HttpParts,
@@ -115,6 +122,101 @@ pub async fn serve(
         }
     });
     Ok((addr, handle))
+}
+
+/// `insights dashboard`: the HTTP surface (board, health, metrics) without a worker, until
+/// ctrl-c or SIGTERM.
+pub async fn run_dashboard(settings: &Settings) -> Result<(), WorkerError> {
+    let queue = wiring::queue(settings).await?;
+    let parts = HttpParts {
+        metrics: Metrics::new(),
+        breaker: None,
+        probe: Some(ready_probe(&queue, None, None)),
+        board: Some(board_router(&queue)),
+        token: settings.dashboard_token.clone(),
+    };
+    let (addr, handle) = serve(settings.http_bind, parts, shutdown_signal()).await?;
+    tracing::info!(%addr, "dashboard listening (UI at /, API at /api/v1, /healthz, /readyz, /metrics)");
+    let _ = handle.await;
+    queue.pool().close().await;
+    Ok(())
+}
+
+/// The apalis-board dashboard for the insights queue: REST API under `/api/v1`, the embedded
+/// UI for every other path.
+pub fn board_router(queue: &Queue) -> Router {
+    use apalis_board::axum::framework::{ApiBuilder, RegisterRoute};
+    use apalis_board::axum::ui::ServeUI;
+    let api = ApiBuilder::new(Router::new())
+        .register(INSIGHTS_QUEUE, queue.board::<InsightJob>(INSIGHTS_QUEUE))
+        .build();
+    // The UI hard-codes `/api/v1` and root-relative assets, so it is served at `/`.
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback_service(ServeUI::new())
+}
+
+/// Readiness of the databases without turning probes into connection attempts: not ready while
+/// the connection gate of the queue's pool (or of the app store's, when given) is closed, or as
+/// soon as the worker's own queue calls failed since the last look (no query at all);
+/// otherwise one cheap count query whose answer is reused for [`READY_CACHE`].
+pub fn ready_probe(
+    queue: &Queue,
+    backend_stats: Option<WorkerStats>,
+    store: Option<Store>,
+) -> ReadyProbe {
+    struct Seen {
+        at: Option<Instant>,
+        answer: Result<(), String>,
+        db_errors: u64,
+    }
+    let seen = Arc::new(tokio::sync::Mutex::new(Seen {
+        at: None,
+        answer: Ok(()),
+        db_errors: 0,
+    }));
+    let queue = queue.clone();
+    Arc::new(move || {
+        let q = queue.clone();
+        let seen = seen.clone();
+        let stats = backend_stats.clone();
+        let store = store.clone();
+        Box::pin(async move {
+            // During an outage the gates answer from memory: no connection is opened for a
+            // probe while the worker's own calls are refused.
+            if !q.is_reachable() {
+                return Err("queue database unreachable (connection gate closed)".to_owned());
+            }
+            if store.as_ref().is_some_and(|s| !s.gate().is_open()) {
+                return Err("app database unreachable (connection gate closed)".to_owned());
+            }
+            // One probe at a time: concurrent callers wait for (and reuse) its answer.
+            let mut seen = seen.lock().await;
+            if let Some(stats) = &stats {
+                let errors = stats.snapshot().db_errors;
+                let grew = errors > seen.db_errors;
+                seen.db_errors = errors;
+                if grew {
+                    seen.at = Some(Instant::now());
+                    seen.answer = Err("the worker's queue calls are failing".to_owned());
+                    return seen.answer.clone();
+                }
+            }
+            if let Some(at) = seen.at
+                && at.elapsed() < READY_CACHE
+            {
+                return seen.answer.clone();
+            }
+            let answer = q
+                .counts(INSIGHTS_QUEUE)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            seen.at = Some(Instant::now());
+            seen.answer = answer.clone();
+            answer
+        })
+    })
 }
 
 async fn metrics_handler(State(st): State<AppState>) -> Response {

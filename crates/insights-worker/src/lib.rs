@@ -1,7 +1,13 @@
-//! insights-worker: the pipeline. It owns the producer (candidates → jobs), the job handler
-//! (load → LLM → write, with freshness re-check and error-to-outcome mapping), the circuit
-//! breaker, metrics, the HTTP surface (health, readiness, metrics, dashboard), the worker
-//! runner with graceful shutdown, the operations the CLI wires (`admin`) and the demo.
+//! insights-worker: the pipeline. One module per concern:
+//! - `producer`: candidates → jobs.
+//! - `handler`: one job (load → LLM → write, with freshness re-check and error-to-outcome
+//!   mapping); `breaker`: the circuit breaker; `metrics`: counters and their Prometheus text.
+//! - `runner`: the apalis worker under a `Monitor`, its background tasks and its summaries.
+//! - `signals`: shutdown (ctrl-c, SIGTERM, the embedder's stop token, idleness) and the switch
+//!   that stops a run's background tasks.
+//! - `http`: every route (health, readiness, metrics, dashboard) and `insights dashboard`.
+//! - `admin`: the one-shot operations the CLI wires; `demo`: the one-command demo;
+//!   `wiring`: pools and clients from `Settings`.
 //!
 //! It must not contain SQL: every statement lives in `insights-store` (app data) or
 //! `insights-queue` (jobs). It must not hold a database connection across an LLM call.
@@ -18,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod producer;
 pub mod runner;
+pub mod signals;
 mod wiring;
 
 pub use breaker::{Breaker, FetchGate};
@@ -25,5 +32,5 @@ pub use error::WorkerError;
 pub use handler::{JobOutcome, Pipeline};
 pub use metrics::{Metrics, SkipReason, Snapshot};
 pub use producer::{EnqueueReport, EnqueueRequest, enqueue};
-pub use runner::{WorkSummary, WorkerOptions, run_worker};
+pub use runner::{RunOptions, WorkSummary, run_worker};
 pub use wiring::{Pools, pools, queue_config};

@@ -36,6 +36,16 @@ pub struct EnqueueReport {
     pub duplicates: u64,
 }
 
+impl std::fmt::Display for EnqueueReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "candidates: {}, enqueued: {}, duplicates: {}",
+            self.candidates, self.enqueued, self.duplicates
+        )
+    }
+}
+
 fn job_for(lead_id: i64) -> NewJob<InsightJob> {
     let job = InsightJob::new(lead_id);
     let key = job.dedupe_key();
@@ -146,5 +156,6 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"candidates":3,"enqueued":2,"duplicates":1}"#
         );
+        assert_eq!(r.to_string(), "candidates: 3, enqueued: 2, duplicates: 1");
     }
 }

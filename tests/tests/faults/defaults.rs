@@ -1,6 +1,6 @@
 //! Every figure of the fault suite, named once. The scenario figures (leads, concurrency, fault
-//! durations, mock latency) are the issue's; the deadlines are generous because the suite runs
-//! on a loaded 2-core machine.
+//! durations, mock latency) and the budgets are the acceptance criteria; the deadlines are
+//! generous because the suite runs on a loaded 2-core machine.
 
 use std::time::Duration;
 
@@ -26,23 +26,23 @@ pub const SERVER_LOGIN_RETRY_SECS: u32 = 1;
 /// error instead of waiting for ever.
 pub const QUERY_WAIT_TIMEOUT_SECS: u32 = 3;
 
-/// The bound: processing again within 2 s of the fault clearing, plus pgbouncer's
+/// Recovery budget: processing again within 2 s of the fault clearing, plus pgbouncer's
 /// `server_login_retry`.
 pub const RECOVERY_BUDGET: Duration = Duration::from_secs(2 + SERVER_LOGIN_RETRY_SECS as u64);
-/// The bound on connection attempts while the database is down: per worker, per
-/// (started) 10 s of outage.
+/// Budget of connection attempts while the database is down: per worker, per (started) 10 s
+/// of outage.
 pub const ATTEMPTS_PER_WORKER_PER_WINDOW: usize = 20;
 pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(10);
 
-/// Fault durations (the issue's).
+/// Fault durations.
 pub const POOLER_DOWN: Duration = Duration::from_secs(3);
 pub const POSTGRES_DOWN: Duration = Duration::from_secs(5);
 pub const TERMINATE_EVERY: Duration = Duration::from_millis(500);
 pub const TERMINATE_FOR: Duration = Duration::from_secs(5);
 pub const SATURATION_HOLD: Duration = Duration::from_secs(5);
 pub const BLACKHOLE_FOR: Duration = Duration::from_secs(10);
-/// A blackhole well beyond the worker's 10 s statement timeout (scenario 5b, beyond the
-/// issue's list): every pooled connection has time to time out inside it.
+/// A blackhole well beyond the worker's 10 s statement timeout: every pooled connection has
+/// time to time out inside it.
 pub const LONG_BLACKHOLE_FOR: Duration = Duration::from_secs(25);
 pub const LLM_OUTAGE_FOR: Duration = Duration::from_secs(10);
 
@@ -69,7 +69,8 @@ pub const RECOVERY_POLL: Duration = Duration::from_millis(25);
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on reaching the trigger.
 pub const TRIGGER_TIMEOUT: Duration = Duration::from_secs(90);
-/// Bound on waiting for processing to resume (far beyond the budget: measured, then asserted).
+/// Bound on waiting for processing to resume: far beyond the budget, so an overrun is reported
+/// with its measured value instead of as a timeout.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on the whole run finishing after the fault. A SIGKILLed worker's jobs wait for their
 /// lease (30 s) and a rescuer round (15 s).

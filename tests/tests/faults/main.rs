@@ -1,6 +1,10 @@
-//! The fault suite (issue 4): every failure users meet, injected into a real `insights work`
-//! running against its own throwaway Postgres cluster behind its own pgbouncer (transaction
-//! mode) and a TCP fault proxy. Run with
+//! The fault suite proves that a real `insights work`, running against its own throwaway
+//! Postgres cluster behind its own pgbouncer (transaction mode) and a TCP fault proxy, survives
+//! every failure users meet (pooler or database down, backends killed, pooler saturated,
+//! network blackhole, worker killed or stopped, LLM faults, a malformed job): processing
+//! resumes within its recovery budget, connection attempts stay within their budget while the
+//! database is down, `/readyz` reports the outage, every candidate lead ends with exactly one
+//! fresh insight written from an LLM answer it paid for, and no job is lost. Run with
 //! `cargo build -p insights-cli && cargo test -p insights-e2e --test faults -- --nocapture`;
 //! each scenario prints one `FAULT-REPORT` line with its measured figures.
 //!

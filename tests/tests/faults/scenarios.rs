@@ -1,5 +1,6 @@
-//! The nine scenarios of issue 4, in its order. Each builds its own topology and checks every
-//! acceptance criterion (see `runner`).
+//! One test per fault. Each builds its own topology and checks every acceptance criterion (see
+//! `runner`); the number given to `Spec::new` names the scenario in the `FAULT-REPORT` line and
+//! seeds the mock LLM.
 
 use insights_llm::mock::RateLimitBurst;
 
@@ -10,7 +11,7 @@ use crate::defaults::{
 use crate::runner::{Fault, Spec, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s1_pgbouncer_killed_and_restarted_after_3s() {
+async fn pgbouncer_killed_and_restarted_after_3s() {
     run(Spec::new(
         1,
         "pgbouncer SIGKILL, restart after 3 s",
@@ -21,7 +22,7 @@ async fn s1_pgbouncer_killed_and_restarted_after_3s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s2_postgres_fast_shutdown_restarted_after_5s() {
+async fn postgres_fast_shutdown_restarted_after_5s() {
     run(Spec::new(
         2,
         "Postgres fast shutdown, restart after 5 s",
@@ -32,7 +33,7 @@ async fn s2_postgres_fast_shutdown_restarted_after_5s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_worker_backends_terminated_every_500ms_for_5s() {
+async fn worker_backends_terminated_every_500ms_for_5s() {
     run(Spec::new(
         3,
         "pg_terminate_backend every 500 ms for 5 s",
@@ -43,7 +44,7 @@ async fn s3_worker_backends_terminated_every_500ms_for_5s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s4_pooler_saturated_for_5s() {
+async fn pooler_saturated_for_5s() {
     run(Spec::new(
         4,
         "every pgbouncer server connection held by others for 5 s",
@@ -54,7 +55,7 @@ async fn s4_pooler_saturated_for_5s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s5_network_blackhole_for_10s() {
+async fn network_blackhole_for_10s() {
     run(Spec::new(
         5,
         "10 s network blackhole",
@@ -64,10 +65,10 @@ async fn s5_network_blackhole_for_10s() {
     .unwrap();
 }
 
-/// Not in the issue's list: the same blackhole, longer than the worker's 10 s statement
-/// timeout, so statements time out while the network still swallows everything.
+/// The same blackhole, longer than the worker's 10 s statement timeout, so statements time out
+/// while the network still swallows everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s5b_network_blackhole_for_25s() {
+async fn network_blackhole_longer_than_the_statement_timeout() {
     run(Spec::new(
         50,
         "25 s network blackhole",
@@ -78,7 +79,7 @@ async fn s5b_network_blackhole_for_25s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s6_worker_sigkilled_and_started_again() {
+async fn worker_sigkilled_and_started_again() {
     run(Spec::new(
         6,
         "worker SIGKILL, started again",
@@ -89,7 +90,7 @@ async fn s6_worker_sigkilled_and_started_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s7_two_workers_one_sigtermed() {
+async fn two_workers_one_sigtermed() {
     run(Spec::new(
         7,
         "two workers, one SIGTERM",
@@ -100,7 +101,7 @@ async fn s7_two_workers_one_sigtermed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s8_llm_errors_rate_limits_outage_malformed() {
+async fn llm_errors_rate_limits_outage_malformed() {
     let mut spec = Spec::new(
         8,
         "LLM: 30% 500s, 429 bursts, 10 s outage, malformed bodies",
@@ -117,7 +118,7 @@ async fn s8_llm_errors_rate_limits_outage_malformed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s9_malformed_payload_in_the_queue() {
+async fn malformed_payload_in_the_queue() {
     run(Spec::new(9, "malformed job payload", Fault::MalformedJob))
         .await
         .unwrap();

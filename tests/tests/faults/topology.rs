@@ -67,6 +67,7 @@ impl Topology {
         sqlx::query("UPDATE leads SET booked_at = coalesce(booked_at, now())")
             .execute(&db.pool)
             .await?;
+        db.record_insight_writes().await?;
         let candidates = db.candidate_ids().await?;
         if candidates.len() != LEADS {
             bail!(

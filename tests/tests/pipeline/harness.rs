@@ -1,6 +1,6 @@
-//! The harness pieces the fault suite relies on that the tests above do not exercise: the mock
-//! LLM as a child process (stats over HTTP, the outage switch), a worker recovering from an LLM
-//! outage, SIGTERM and SIGKILL of children.
+//! The harness pieces the fault suite relies on that the other pipeline tests do not exercise:
+//! the mock LLM as a child process (stats over HTTP, the outage switch), a worker recovering
+//! from an LLM outage, SIGTERM and SIGKILL of children.
 
 use std::time::Duration;
 

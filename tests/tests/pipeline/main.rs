@@ -1,5 +1,9 @@
-//! Issue 3's acceptance, end to end: real Postgres, the real `insights` binary (or the worker in
-//! process where a test needs the store's statistics), the mock LLM or a scripted wiremock LLM.
+//! The pipeline end to end: real Postgres, the real `insights` binary (or the worker in process
+//! where a test needs the store's statistics), the mock LLM or a scripted wiremock LLM. It
+//! proves that every booked lead with a missing or stale insight gets one fresh insight per LLM
+//! answer, that bad input and LLM faults end in the documented outcome, that the producer
+//! enqueues each lead once, that no app-database connection is held while the LLM thinks, and
+//! that `insights demo` runs in one command.
 //! One test binary; run with `cargo test -p insights-e2e --test pipeline` after building the
 //! binary (`cargo build -p insights-cli --bin insights`, which `scripts/test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

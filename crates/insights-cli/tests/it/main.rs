@@ -46,6 +46,22 @@ fn bad_concurrency_exits_2_naming_the_variable() {
 }
 
 #[test]
+fn out_of_range_flags_exit_2_naming_the_flag() {
+    let o = insights(&["demo", "--concurrency", "0"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("--concurrency"), "{err}");
+    assert!(err.contains("from 1 to 4096"), "{err}");
+    for flag in ["--fail-rate", "--malformed-rate"] {
+        let o = insights(&["mock-llm", flag, "1.5"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(flag), "{err}");
+        assert!(err.contains("fraction from 0 to 1"), "{err}");
+    }
+}
+
+#[test]
 fn missing_settings_exit_2() {
     let o = insights(&["work"], &[LLM]);
     assert_eq!(o.status.code(), Some(2));

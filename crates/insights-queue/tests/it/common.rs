@@ -12,7 +12,7 @@ use apalis_core::task::attempt::Attempt;
 use apalis_core::task::data::Data;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
-use insights_queue::{Permanent, Queue, QueueConfig, Snooze, WorkerOptions};
+use insights_queue::{BackendOptions, Permanent, Queue, QueueConfig, Snooze};
 use insights_testkit::TestDb;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -295,7 +295,7 @@ impl WorkerSpec {
 pub fn spawn_worker(queue: &Queue, spec: WorkerSpec, st: Arc<TestState>) -> RunningWorker {
     let backend = queue.worker_backend::<TestJob>(
         Q,
-        WorkerOptions {
+        BackendOptions {
             concurrency: spec.concurrency,
             run_rescuer: spec.run_rescuer,
         },

@@ -1,18 +1,20 @@
-//! Integration tests of insights-queue against the real Postgres (one binary). Module names
-//! follow the numbered items of issue 2.
+//! Integration tests of insights-queue against the real Postgres (one binary), one module per
+//! behaviour: schema migration, enqueue and dedupe, fetch, leases, failure outcomes, the
+//! connection gate, outages, pgbouncer, the operations API and dashboard, graceful shutdown and
+//! a killed worker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 mod crash;
-mod t1_migrate;
-mod t2_enqueue;
-mod t3_fetch;
-mod t4_leases;
-mod t5_failures;
-mod t6_gate;
-mod t6_outage;
-mod t7_pooler;
-mod t8_ops;
-mod t9_shutdown;
+mod enqueue;
+mod failures;
+mod fetch;
+mod gate;
+mod leases;
+mod migrate;
+mod ops;
+mod outage;
+mod pooler;
+mod shutdown;

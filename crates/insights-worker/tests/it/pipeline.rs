@@ -7,7 +7,7 @@ use insights_store::{Store, StoreOptions};
 use insights_testkit::TestDb;
 use insights_worker::metrics::Metrics;
 use insights_worker::producer::{EnqueueRequest, enqueue};
-use insights_worker::runner::{WorkSummary, WorkerOptions, WorkerParts, run_worker_with};
+use insights_worker::runner::{RunOptions, WorkSummary, WorkerParts, run_worker_with};
 use url::Url;
 
 /// Bound on one worker run: generous for a loaded 2-core machine.
@@ -67,7 +67,7 @@ impl Env {
     }
 
     async fn work(&self) -> WorkSummary {
-        let mut options = WorkerOptions::from_settings(&self.settings).unwrap();
+        let mut options = RunOptions::from_settings(&self.settings).unwrap();
         options.exit_when_idle = true;
         options.http_bind = None;
         let llm = insights_llm::LlmClient::new(insights_llm::LlmConfig::from_settings(
@@ -182,7 +182,7 @@ async fn unreachable_database_fails_fast_with_one_line() {
         llm_base_url: Some(Url::parse("http://127.0.0.1:9/v1").unwrap()),
         ..Settings::default()
     };
-    let opts = WorkerOptions::from_settings(&settings).unwrap();
+    let opts = RunOptions::from_settings(&settings).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(30), insights_worker::run_worker(opts))
         .await
         .expect("start-up must fail fast, not hang")

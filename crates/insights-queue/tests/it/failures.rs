@@ -196,10 +196,71 @@ async fn exhausted_attempts_discard_the_job() {
         vec![1, 2, 3]
     );
     assert!(job.errors[2].error.contains("attempts exhausted"));
-    // Backoff between attempts: each retry waited a jittered delay (never a tight loop).
-    for w in job.errors.windows(2) {
-        assert!(w[1].at > w[0].at);
+}
+
+/// Retry `n` waits `uniform(0, min(cap, base·2^(n-1)))`. Each delay (from one recorded error to
+/// the next) must stay under its own ceiling plus the time to fetch and fail again; over many
+/// jobs the mean delay after each attempt must grow with the ceiling and stay well above zero
+/// (with full jitter the mean is half the ceiling, so a tight loop or a flat delay shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_delays_grow_within_their_jitter_bounds() {
+    const JOBS: i64 = 30;
+    const ATTEMPTS: i32 = 4;
+    // Poll interval, completion flush and a loaded machine's scheduling, on top of the delay.
+    const SLACK_MS: i64 = 300;
+    let cfg = QueueConfig {
+        retry_backoff_base: Duration::from_millis(300),
+        retry_backoff_cap: Duration::from_secs(10),
+        ..test_config()
+    };
+    let base_ms = i64::try_from(cfg.retry_backoff_base.as_millis()).unwrap();
+    let cap_ms = i64::try_from(cfg.retry_backoff_cap.as_millis()).unwrap();
+    let e = env("q_backoff", cfg).await;
+    let jobs = (0..JOBS)
+        .map(|n| NewJob::new(TestJob::with(n, Behave::Fail)).max_attempts(ATTEMPTS))
+        .collect();
+    e.queue.push_bulk(Q, jobs).await.unwrap();
+    // A slot per job: no delay comes from waiting behind another job.
+    let st = TestState::new(e.pool.clone());
+    let w = spawn_worker(&e.queue, WorkerSpec::new("w", JOBS as usize), st.clone());
+    wait_until(secs(60), "every job discarded", || async {
+        state_count(&e.pool, "discarded").await == JOBS
+    })
+    .await
+    .unwrap();
+    w.stop().await.unwrap();
+
+    let gaps = ATTEMPTS as usize - 1;
+    let mut delays_ms: Vec<Vec<i64>> = vec![Vec::new(); gaps];
+    for j in e.queue.list(Q, None, JOBS as u32, 0).await.unwrap() {
+        let errors = e.queue.show(j.id).await.unwrap().unwrap().errors;
+        assert_eq!(errors.len(), ATTEMPTS as usize, "job {}: {errors:?}", j.id);
+        for (i, pair) in errors.windows(2).enumerate() {
+            let delay = (pair[1].at - pair[0].at).num_milliseconds();
+            let ceiling = (base_ms << i).min(cap_ms);
+            assert!(
+                (0..=ceiling + SLACK_MS).contains(&delay),
+                "job {}: retry after attempt {} waited {delay} ms; its ceiling is {ceiling} ms",
+                j.id,
+                i + 1
+            );
+            delays_ms[i].push(delay);
+        }
     }
+    let means: Vec<i64> = delays_ms
+        .iter()
+        .map(|d| d.iter().sum::<i64>() / d.len() as i64)
+        .collect();
+    assert!(
+        means[0] >= base_ms / 4,
+        "mean first retry delay {} ms: no backoff (expected about {} ms)",
+        means[0],
+        base_ms / 2
+    );
+    assert!(
+        means.windows(2).all(|m| m[1] > m[0]),
+        "mean delays per attempt do not grow: {means:?} ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

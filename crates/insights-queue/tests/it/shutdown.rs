@@ -4,7 +4,7 @@ use std::time::Duration;
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::monitor::Monitor;
 use apalis_core::worker::builder::WorkerBuilder;
-use insights_queue::{NewJob, WorkerOptions};
+use insights_queue::{BackendOptions, NewJob};
 use insights_testkit::wait_until;
 use sqlx::Row;
 
@@ -25,7 +25,7 @@ async fn graceful_shutdown_hands_back_unstarted_leases_and_finishes_in_flight() 
     let monitor = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new("shutdown-worker")
-                .backend(queue.worker_backend::<TestJob>(Q, WorkerOptions::with_concurrency(4)))
+                .backend(queue.worker_backend::<TestJob>(Q, BackendOptions::with_concurrency(4)))
                 .concurrency(1)
                 .catch_panic()
                 .data(st2.clone())

@@ -232,11 +232,11 @@ pub struct MockLlmArgs {
 
 /// `--concurrency` of `demo`: the range `INSIGHTS_CONCURRENCY` accepts.
 fn parse_concurrency(v: &str) -> Result<usize, String> {
-    let max = insights_core::defaults::MAX_CONCURRENCY;
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("expected a whole number from 1 to {max}, got {v}")),
-    }
+    use insights_core::config::{Form, INSIGHTS_CONCURRENCY};
+    INSIGHTS_CONCURRENCY
+        .form
+        .parse(v.trim())
+        .map_err(|expected| format!("expected {expected}, got {v}"))
 }
 
 /// A probability for the mock's fault rates.

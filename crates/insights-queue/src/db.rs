@@ -170,8 +170,8 @@ fn gate_closed() -> sqlx::Error {
     ))
 }
 
-/// Runs `fut` within `after`, ungated (migrations: run once, before anything else).
-pub(crate) async fn with_timeout<T>(
+/// Runs `fut` within `after`.
+async fn with_timeout<T>(
     op: &'static str,
     after: Duration,
     fut: impl Future<Output = Result<T, QueueError>>,

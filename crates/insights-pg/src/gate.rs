@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use crate::backoff::{Backoff, Jitter};
 
 /// After a connection failure no call goes through for this long, doubling per failed probe up
-/// to [`GATE_CAP`] (each wait drawn from `[3d/4, d]`, [`GATE_JITTER`]). The cap bounds how long a recovered
-/// database waits for the next probe, so it leaves room in the worker's recovery target (2 s
-/// after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also what a long
-/// outage costs in connection attempts.
+/// to [`GATE_CAP`] (each wait drawn from `[3d/4, d]`: [`GATE_JITTER`]). The cap bounds how long
+/// a recovered database waits for the next probe, so it leaves room in the worker's recovery
+/// target (2 s after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also
+/// what a long outage costs in connection attempts.
 pub const GATE_BASE: Duration = Duration::from_millis(250);
 pub const GATE_CAP: Duration = Duration::from_millis(1500);
 /// Enough spread that several workers do not probe in lockstep, while the mean wait stays close

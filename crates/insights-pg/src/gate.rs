@@ -16,26 +16,29 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
+
 /// After a connection failure no call goes through for this long, doubling per failed probe up
-/// to [`GATE_CAP`] (each wait drawn from `[3d/4, d]`). The cap bounds how long a recovered
-/// database waits for the next probe, so it leaves room in the worker's recovery target (2 s
-/// after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also what a long
-/// outage costs in connection attempts.
+/// to [`GATE_CAP`] (each wait drawn from `[3d/4, d]`: [`GATE_JITTER`]). The cap bounds how long
+/// a recovered database waits for the next probe, so it leaves room in the worker's recovery
+/// target (2 s after the fault clears) for one failed probe; one probe per [`GATE_CAP`] is also
+/// what a long outage costs in connection attempts.
 pub const GATE_BASE: Duration = Duration::from_millis(250);
 pub const GATE_CAP: Duration = Duration::from_millis(1500);
+/// Enough spread that several workers do not probe in lockstep, while the mean wait stays close
+/// to the nominal one (each probe of a long outage is a connection attempt).
+pub const GATE_JITTER: Jitter = Jitter::Down(0.25);
 /// A probe that has not answered after this long no longer blocks the next (a call on a
 /// blackholed connection only ends at its timeout).
 pub const GATE_PROBE_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Backoff of a [`ConnectionGate`]. `Default`: [`GATE_BASE`], [`GATE_CAP`],
+/// Backoff of a [`ConnectionGate`]. `Default`: [`GATE_BASE`], [`GATE_CAP`], [`GATE_JITTER`],
 /// [`GATE_PROBE_PATIENCE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GatePolicy {
-    /// Closed period after the first connection failure; doubles per failed probe.
-    pub base: Duration,
-    /// Longest closed period (before jitter): also the longest a recovered database waits for
-    /// the next probe.
-    pub cap: Duration,
+    /// The closed period: `base` after the first connection failure, doubling per failed probe
+    /// up to `cap`, which is also the longest a recovered database waits for the next probe.
+    pub backoff: Backoff,
     /// A probe that has not reported after this long stops blocking the next one: a call on a
     /// connection whose bytes vanish only ends at its timeout, and the database may be back
     /// meanwhile.
@@ -45,8 +48,7 @@ pub struct GatePolicy {
 impl Default for GatePolicy {
     fn default() -> Self {
         Self {
-            base: GATE_BASE,
-            cap: GATE_CAP,
+            backoff: Backoff::new(GATE_BASE, GATE_CAP, GATE_JITTER),
             probe_patience: GATE_PROBE_PATIENCE,
         }
     }
@@ -67,7 +69,8 @@ pub struct GateStats {
 struct State {
     /// `Some` while closed: no caller before this instant, then one probe.
     closed_until: Option<Instant>,
-    /// Failed probes since the gate closed (the exponent of the backoff).
+    /// Connection failures since the gate was last open: the first closes it, each further one
+    /// is a failed probe (the n of the backoff).
     failures: u32,
     /// The probe in flight: its number and when it was let through.
     probe: Option<(u64, Instant)>,
@@ -207,8 +210,8 @@ impl ConnectionGate {
             return;
         }
         let was_open = st.closed_until.is_none();
-        let wait = jittered(backoff(self.policy.base, self.policy.cap, st.failures));
         st.failures = st.failures.saturating_add(1);
+        let wait = self.policy.backoff.delay(st.failures);
         st.closed_until = Some(now + wait);
         st.probe = None;
         if was_open {
@@ -257,23 +260,6 @@ impl Drop for GateTicket<'_> {
     }
 }
 
-/// `base * 2^failures`, capped.
-fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.min(20)).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(cap.max(base))
-}
-
-/// Uniform in `[3d/4, d]`: enough spread that several workers do not probe in lockstep, while
-/// the mean wait stays close to `d` (each probe of a long outage is a connection attempt).
-fn jittered(d: Duration) -> Duration {
-    let quarter = d / 4;
-    let nanos = u64::try_from(quarter.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
-        return d;
-    }
-    d - quarter + Duration::from_nanos(rand::random_range(0..=nanos))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -287,8 +273,7 @@ mod tests {
         ConnectionGate::new(
             "test database",
             GatePolicy {
-                base: BASE,
-                cap: CAP,
+                backoff: Backoff::new(BASE, CAP, GATE_JITTER),
                 probe_patience: PATIENCE,
             },
         )
@@ -352,6 +337,29 @@ mod tests {
         }
         assert_eq!(nominal, CAP);
         assert_eq!(g.stats().closed, 1, "one outage");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_periods_are_the_policy_backoff_waits() {
+        let g = ConnectionGate::new(
+            "test database",
+            GatePolicy {
+                backoff: Backoff::new(BASE, CAP, Jitter::None),
+                probe_patience: PATIENCE,
+            },
+        );
+        let mut waits = vec![close(&g)];
+        for _ in 0..4 {
+            tokio::time::advance(*waits.last().unwrap()).await;
+            g.enter().expect("probe").record(true);
+            waits.push(g.enter().expect_err("closed again"));
+        }
+        assert_eq!(waits, [BASE, BASE * 2, BASE * 4, CAP, CAP]);
+        let default = GatePolicy::default().backoff;
+        assert_eq!(
+            (default.base, default.cap, default.jitter),
+            (GATE_BASE, GATE_CAP, Jitter::Down(0.25))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,42 +1,33 @@
-//! Exponential backoff with full jitter, for job retries and for database outages.
+//! The retry state of one loop that talks to the database (fetch, heartbeat, rescue, completion,
+//! LISTEN): how many calls failed in a row, and the wait its [`Backoff`] gives for that.
 
 use std::time::Duration;
 
-use rand::RngExt;
+use insights_pg::Backoff;
 
-/// `uniform(0, min(cap, base * 2^(n-1)))` for the n-th consecutive failure (n ≥ 1).
-pub fn full_jitter(base: Duration, cap: Duration, n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(30);
-    let ceiling = base.saturating_mul(1u32 << exp).min(cap);
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
-}
-
-/// Backoff state of one loop that talks to the database: jittered, capped, reset on success.
+/// Consecutive failures of one loop and the policy that turns them into a wait; reset on success.
 #[derive(Debug)]
 pub(crate) struct DbBackoff {
-    base: Duration,
-    cap: Duration,
+    backoff: Backoff,
     failures: u32,
 }
 
 impl DbBackoff {
-    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(backoff: Backoff) -> Self {
         Self {
-            base,
-            cap,
+            backoff,
             failures: 0,
         }
     }
 
     /// The delay before the next try. Never below a tenth of the base, so an error that comes
-    /// back instantly (pgbouncer's server_login_retry) cannot become a tight loop.
+    /// back instantly (pgbouncer's server_login_retry) cannot become a tight loop even when the
+    /// jitter draws a wait near zero.
     pub(crate) fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        full_jitter(self.base, self.cap, self.failures).max(self.base / 10)
+        self.backoff
+            .delay(self.failures)
+            .max(self.backoff.base / 10)
     }
 
     pub(crate) fn reset(&mut self) {
@@ -51,14 +42,26 @@ impl DbBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use insights_pg::Jitter;
+
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn full_jitter_stays_under_the_cap() {
-        for n in 1..40 {
-            let d = full_jitter(Duration::from_millis(100), Duration::from_secs(5), n);
-            assert!(d <= Duration::from_secs(5));
+    fn waits_grow_with_consecutive_failures_and_reset() {
+        let mut b = DbBackoff::new(Backoff::new(100 * MS, 400 * MS, Jitter::None));
+        let waits: Vec<_> = (0..4).map(|_| b.next_delay()).collect();
+        assert_eq!(waits, [100 * MS, 200 * MS, 400 * MS, 400 * MS]);
+        assert_eq!(b.failures(), 4);
+        b.reset();
+        assert_eq!(b.next_delay(), 100 * MS);
+    }
+
+    #[test]
+    fn full_jitter_never_drops_below_a_tenth_of_the_base() {
+        let mut b = DbBackoff::new(Backoff::new(100 * MS, 5000 * MS, Jitter::Full));
+        for _ in 0..200 {
+            let d = b.next_delay();
+            assert!((10 * MS..=5000 * MS).contains(&d), "{d:?}");
         }
-        let d = full_jitter(Duration::from_millis(100), Duration::from_secs(5), 1);
-        assert!(d <= Duration::from_millis(100));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use insights_pg::Backoff;
+
 use crate::defaults;
 
 /// Settings shared by producers, workers and the operations API.
@@ -19,14 +21,15 @@ pub struct QueueConfig {
     pub completion_flush_interval: Duration,
     pub completion_max_batch: usize,
     pub fetch_max_batch: usize,
-    pub retry_backoff_base: Duration,
-    pub retry_backoff_cap: Duration,
+    /// Wait before a failed job's next attempt (n = the attempt that failed); its cap also
+    /// bounds a handler's retry-after hint.
+    pub retry_backoff: Backoff,
     pub default_max_attempts: i32,
     /// Bound on every database call (begin + statement + commit), enforced client-side so it
     /// also holds behind a pooler and when the network swallows packets.
     pub statement_timeout: Duration,
-    pub db_backoff_base: Duration,
-    pub db_backoff_cap: Duration,
+    /// Wait between database retries of the fetch loop, heartbeat, rescuer and completer.
+    pub db_backoff: Backoff,
     pub shutdown_flush_timeout: Duration,
     /// A direct (or session-mode) URL for LISTEN; never a transaction-pooler URL. `None`: poll.
     pub listen_url: Option<String>,
@@ -42,12 +45,10 @@ impl Default for QueueConfig {
             completion_flush_interval: defaults::COMPLETION_FLUSH_INTERVAL,
             completion_max_batch: defaults::COMPLETION_MAX_BATCH,
             fetch_max_batch: defaults::FETCH_MAX_BATCH,
-            retry_backoff_base: defaults::RETRY_BACKOFF_BASE,
-            retry_backoff_cap: defaults::RETRY_BACKOFF_CAP,
+            retry_backoff: defaults::RETRY_BACKOFF,
             default_max_attempts: defaults::MAX_ATTEMPTS,
             statement_timeout: defaults::STATEMENT_TIMEOUT,
-            db_backoff_base: defaults::DB_BACKOFF_BASE,
-            db_backoff_cap: defaults::DB_BACKOFF_CAP,
+            db_backoff: defaults::DB_BACKOFF,
             shutdown_flush_timeout: defaults::SHUTDOWN_FLUSH_TIMEOUT,
             listen_url: None,
         }
@@ -65,12 +66,10 @@ impl std::fmt::Debug for QueueConfig {
             .field("completion_flush_interval", &self.completion_flush_interval)
             .field("completion_max_batch", &self.completion_max_batch)
             .field("fetch_max_batch", &self.fetch_max_batch)
-            .field("retry_backoff_base", &self.retry_backoff_base)
-            .field("retry_backoff_cap", &self.retry_backoff_cap)
+            .field("retry_backoff", &self.retry_backoff)
             .field("default_max_attempts", &self.default_max_attempts)
             .field("statement_timeout", &self.statement_timeout)
-            .field("db_backoff_base", &self.db_backoff_base)
-            .field("db_backoff_cap", &self.db_backoff_cap)
+            .field("db_backoff", &self.db_backoff)
             .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
             .field("listen_url", &self.listen_url.as_ref().map(|_| "<set>"))
             .finish()

@@ -12,7 +12,7 @@
 //!
 //! Every call of the running queue goes through [`Db::run`], so it passes the connection gate
 //! first: while the database is presumed down a call fails at once with
-//! [`QueueError::Unavailable`] without touching the pool (see insights-gate).
+//! [`QueueError::Unavailable`] without touching the pool (see `insights_pg::gate`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -170,8 +170,8 @@ fn gate_closed() -> sqlx::Error {
     ))
 }
 
-/// Runs `fut` within `after`, ungated (migrations: run once, before anything else).
-pub(crate) async fn with_timeout<T>(
+/// Runs `fut` within `after`.
+async fn with_timeout<T>(
     op: &'static str,
     after: Duration,
     fut: impl Future<Output = Result<T, QueueError>>,

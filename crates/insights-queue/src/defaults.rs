@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use insights_pg::{Backoff, Jitter};
+
 /// How long an idle worker waits before asking for work again. A fetch that fills every free
 /// slot re-polls at once, so this only bounds the pick-up latency of an idle worker.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -45,6 +47,11 @@ pub const RETRY_BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// Longest retry delay of a failed job, also the cap on a handler's retry-after hint.
 pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(600);
 
+/// A failed job's retry delay: full jitter, because a crowd of jobs that failed together (a
+/// dependency was down) should come back spread out, and their mean wait does not matter.
+pub const RETRY_BACKOFF: Backoff =
+    Backoff::new(RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, Jitter::Full);
+
 /// Attempts before a failing job is discarded.
 pub const MAX_ATTEMPTS: i32 = 8;
 
@@ -56,6 +63,10 @@ pub const DB_BACKOFF_BASE: Duration = Duration::from_millis(100);
 
 /// Longest delay between database retries during an outage.
 pub const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Delay between database retries of a worker's loops: full jitter, so workers that lost the
+/// database together do not return together.
+pub const DB_BACKOFF: Backoff = Backoff::new(DB_BACKOFF_BASE, DB_BACKOFF_CAP, Jitter::Full);
 
 // The connection gate's defaults live with it (`insights_pg::GATE_BASE`, ...).
 

@@ -291,7 +291,7 @@ pub(crate) async fn close(shared: Arc<Shared>) {
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
     }
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     while shared.has_pending_completions() {
         if Instant::now() >= deadline {
             tracing::warn!(
@@ -430,7 +430,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
     use futures::stream::FuturesUnordered;
 
     let cfg = shared.queue.inner.config.clone();
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_fetch.clone();
     let second_fetch_min = (shared.concurrency / 4).max(1);
     let mut outstanding: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
@@ -534,7 +534,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
 async fn heartbeat_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
     let pool = &shared.queue.inner.db;
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_all.clone();
     // First beat at once so the worker shows up on the dashboard.
     let mut next = Duration::ZERO;
@@ -578,7 +578,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
 
 async fn completer_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_all.clone();
     loop {
         tokio::select! {
@@ -633,7 +633,7 @@ async fn completer_loop(shared: Arc<Shared>) {
 async fn rescue_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
     let pool = &shared.queue.inner.db;
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_all.clone();
     let jitter = |d: Duration| {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -673,7 +673,7 @@ async fn listen_loop(shared: Arc<Shared>) {
     let Some(url) = cfg.listen_url.clone() else {
         return;
     };
-    let mut backoff = DbBackoff::new(cfg.db_backoff_base, cfg.db_backoff_cap);
+    let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_all.clone();
     loop {
         let session = listen_session(&shared, &url);

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use insights_pg::{ErrorClass, MigrateError, classify};
+
 /// An error from a queue operation. Every variant says which operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -31,64 +33,34 @@ pub enum QueueError {
     },
     #[error("queue: invalid argument: {0}")]
     Invalid(String),
+    #[error("queue {0}")]
+    Migrate(#[from] MigrateError),
 }
 
 impl QueueError {
+    /// What retrying can achieve, per the workspace's one classification
+    /// (`insights_pg::classify`). A timeout counts as a connection error (a blackholed
+    /// connection looks exactly like one), and so does a refusal by the connection gate.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Timeout { .. } | Self::Unavailable { .. } => ErrorClass::Connection,
+            Self::Database { source, .. } => classify(source),
+            Self::Migrate(e) => e.class(),
+            Self::Encode { .. } | Self::Invalid(_) => ErrorClass::Permanent,
+        }
+    }
+
     /// Whether retrying later may succeed (connection trouble, timeouts, serialization
-    /// failures), as opposed to a bug or bad input.
+    /// failures, statement and lock timeouts), as opposed to a bug or bad input.
     pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Timeout { .. } | Self::Unavailable { .. } => true,
-            Self::Database { source, .. } => is_transient_sqlx(source),
-            Self::Encode { .. } | Self::Invalid(_) => false,
-        }
+        self.class().is_transient()
     }
 
-    /// Whether the database (or the pooler in front of it) is unreachable or dropped us, as
-    /// opposed to answering with an error: what closes the connection gate. A timeout counts (a
-    /// blackholed connection looks exactly like one); serialization failures and deadlocks do
-    /// not (the server answered).
+    /// Whether the database (or the pooler in front of it) is unreachable, dropped us or
+    /// refuses connections, as opposed to answering with an error: what closes the connection
+    /// gate.
     pub fn is_connection(&self) -> bool {
-        match self {
-            Self::Timeout { .. } | Self::Unavailable { .. } => true,
-            Self::Database { source, .. } => is_connection_sqlx(source),
-            Self::Encode { .. } | Self::Invalid(_) => false,
-        }
-    }
-}
-
-/// The connection-class subset of [`is_transient_sqlx`] (research/pgbouncer-sqlx.md): I/O,
-/// pool timeouts, SQLSTATE class 08 except a non-fatal 08P01 (protocol misuse), 57P01-57P03
-/// (the server going away), 53300 (no connection slots), and pgbouncer's own FATAL 08P01s.
-pub(crate) fn is_connection_sqlx(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            !matches!(&*code, "40001" | "40P01") && is_transient_sqlx(e)
-        }
-        other => is_transient_sqlx(other),
-    }
-}
-
-pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08") && code != "08P01"
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300")
-                // pgbouncer reports its own trouble (server login retry, query_wait_timeout,
-                // max_client_conn) as FATAL 08P01.
-                || (code == "08P01" && db.message().contains("FATAL"))
-                || db.message().contains("server login has been failing")
-                || db.message().contains("query_wait_timeout")
-                || db.message().contains("no more connections allowed")
-        }
-        _ => false,
+        self.class().is_connection()
     }
 }
 
@@ -155,5 +127,17 @@ mod tests {
         ] {
             assert!(!e.is_connection() && !e.is_transient(), "{e}");
         }
+    }
+
+    #[test]
+    fn a_changed_migration_is_permanent() {
+        let e = QueueError::from(MigrateError::Changed {
+            version: 1,
+            name: "jobs".into(),
+            applied: "a".into(),
+            embedded: "b".into(),
+        });
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.to_string().contains("was changed"), "{e}");
     }
 }

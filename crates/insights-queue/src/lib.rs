@@ -27,10 +27,11 @@
 //!   [`Permanent`] → `discarded`, error kept. Exception: `catch_panic` reports a panic as an
 //!   `AbortError` around a `PanicError`; that is treated as a failure (below).
 //! - apalis [`RetryAfterError`](apalis_core::error::RetryAfterError) → `retryable` at
-//!   `now + min(hint, retry_backoff_cap)`, counting an attempt.
+//!   `now + min(hint, retry_backoff.cap)`, counting an attempt.
 //! - [`Snooze`] → `scheduled` after its delay without consuming an attempt.
 //! - anything else, a panic (with `catch_panic`), a timeout (with `.timeout(..)`) →
-//!   `retryable` at `now + full_jitter(min(cap, base·2^(attempt-1)))`.
+//!   `retryable` at `now + retry_backoff.delay(attempt)` (`min(cap, base·2^(attempt-1))`, full
+//!   jitter by default).
 //! - out of attempts → `discarded`. Every failure is kept in `errors` as
 //!   `{attempt, at, error}` (the last [`defaults::ERRORS_KEPT`]).
 //! - a payload that does not decode into `T` → `discarded` by the backend with the decode
@@ -56,7 +57,7 @@
 //! earlier (higher priority, handed back) therefore waits at most that long behind a backlog.
 
 mod backend;
-pub mod backoff;
+mod backoff;
 mod board;
 mod config;
 mod control;
@@ -78,6 +79,7 @@ pub use board::{BoardCodec, QueueBoard};
 pub use config::{BackendOptions, QueueConfig};
 pub use control::FetchControl;
 pub use error::{Permanent, QueueError, Snooze};
+pub use insights_pg::{Backoff, Jitter, MigrateError, MigrateReport};
 pub use job::{JobDetail, JobError, JobState, JobSummary, NewJob, PushOutcome, StateCounts};
 pub use layer::{QueueLayer, QueueService};
 pub use migrate::migrate;

@@ -6,7 +6,6 @@ use std::time::Duration;
 use apalis::layers::catch_panic::PanicError;
 use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
 
-use crate::backoff::full_jitter;
 use crate::config::QueueConfig;
 use crate::error::{Permanent, Snooze};
 use crate::statements::Completion;
@@ -105,17 +104,15 @@ pub(crate) fn completion_for<R>(
         ),
         Kind::RetryAfter(hint) => base(
             "retryable",
-            hint.min(config.retry_backoff_cap),
+            hint.min(config.retry_backoff.cap),
             Some(text),
             false,
         ),
         Kind::Retry => base(
             "retryable",
-            full_jitter(
-                config.retry_backoff_base,
-                config.retry_backoff_cap,
-                u32::try_from(lease.attempt.max(1)).unwrap_or(1),
-            ),
+            config
+                .retry_backoff
+                .delay(u32::try_from(lease.attempt.max(1)).unwrap_or(1)),
             Some(text),
             false,
         ),
@@ -156,7 +153,7 @@ mod tests {
             Duration::from_secs(100_000),
         )));
         let c = completion_for(&lease(1), &hint, &cfg);
-        assert_eq!((c.state, c.delay), ("retryable", cfg.retry_backoff_cap));
+        assert_eq!((c.state, c.delay), ("retryable", cfg.retry_backoff.cap));
 
         let snooze: Result<(), BoxDynError> =
             Err(Box::new(Snooze::new(Duration::from_secs(3), "db down")));

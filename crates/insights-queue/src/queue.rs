@@ -84,7 +84,7 @@ impl Queue {
     }
 
     /// Creates or upgrades the queue schema; see [`crate::migrate`].
-    pub async fn migrate(&self) -> Result<(), QueueError> {
+    pub async fn migrate(&self) -> Result<insights_pg::MigrateReport, QueueError> {
         crate::migrate::migrate(self.inner.db.pool()).await
     }
 

@@ -1,21 +1,11 @@
-//! Store errors and their classification, exactly per research/pgbouncer-sqlx.md ("Classification
-//! rule that held"): SQLSTATE class 08 and 57P01-57P03 with severity FATAL, I/O errors,
-//! `PoolTimedOut`, `PoolClosed`, 40001 and 40P01 are transient; 08P01 with severity ERROR is
-//! protocol misuse (a configuration bug); everything else is permanent. A client-side timeout is
-//! transient and counts as a connection error (a blackholed connection looks exactly like that).
+//! Store errors. What retrying can achieve is the workspace's one classification
+//! (`insights_pg::classify`: connection, transient, permanent); a client-side timeout and a
+//! refusal by the connection gate count as connection errors (a blackholed connection looks
+//! exactly like a timeout).
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgDatabaseError, PgSeverity};
-
-/// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Infrastructure trouble that goes away by itself: retry with backoff.
-    Transient,
-    /// Retrying the same call gives the same answer: do not retry.
-    Permanent,
-}
+use insights_pg::{ErrorClass, MigrateError, classify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,26 +38,15 @@ pub enum StoreError {
     Config(String),
     #[error("{op}: unexpected data from the database: {detail}")]
     Decode { op: &'static str, detail: String },
-    #[error(
-        "migration {version} ({name}) was changed after it was applied (checksum {applied} in the database, {embedded} in this binary)"
-    )]
-    MigrationChanged {
-        version: i64,
-        name: String,
-        applied: String,
-        embedded: String,
-    },
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
     #[error("the insight writer has shut down")]
     WriterClosed,
     #[error("the conversation loader has shut down")]
     LoaderClosed,
     /// The same failure reported to every caller whose record was in a failed batch.
     #[error("{message}")]
-    Shared {
-        message: String,
-        class: ErrorClass,
-        connection: bool,
-    },
+    Shared { message: String, class: ErrorClass },
 }
 
 impl StoreError {
@@ -77,31 +56,26 @@ impl StoreError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => ErrorClass::Transient,
-            StoreError::Sqlx { source, .. } => classify(source).0,
+            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => ErrorClass::Connection,
+            StoreError::Sqlx { source, .. } => classify(source),
             StoreError::Connect { class, .. } | StoreError::Shared { class, .. } => *class,
+            StoreError::Migrate(e) => e.class(),
             StoreError::Config(_)
             | StoreError::Decode { .. }
-            | StoreError::MigrationChanged { .. }
             | StoreError::WriterClosed
             | StoreError::LoaderClosed => ErrorClass::Permanent,
         }
     }
 
+    /// Retrying later may succeed (connection trouble included).
     pub fn is_transient(&self) -> bool {
-        self.class() == ErrorClass::Transient
+        self.class().is_transient()
     }
 
-    /// The database (or the pooler in front of it) is unreachable or dropped us: what the
-    /// worker's circuit breaker counts.
+    /// The database (or the pooler in front of it) is unreachable, dropped us or refuses
+    /// connections: what the worker's circuit breaker counts.
     pub fn is_connection(&self) -> bool {
-        match self {
-            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => true,
-            StoreError::Sqlx { source, .. } => classify(source).1,
-            StoreError::Connect { class, .. } => *class == ErrorClass::Transient,
-            StoreError::Shared { connection, .. } => *connection,
-            _ => false,
-        }
+        self.class().is_connection()
     }
 
     /// A copy for fan-out (sqlx errors are not `Clone`) keeping message, class and connection.
@@ -116,94 +90,33 @@ impl StoreError {
         StoreError::Shared {
             message: self.to_string(),
             class: self.class(),
-            connection: self.is_connection(),
         }
     }
 
     /// The SQLSTATE, when the server sent one.
     pub fn sqlstate(&self) -> Option<String> {
         match self {
-            StoreError::Sqlx { source, .. } => source
-                .as_database_error()
-                .and_then(|e| e.code())
-                .map(|c| c.into_owned()),
+            StoreError::Sqlx { source, .. } => insights_pg::sqlstate(source),
             _ => None,
         }
-    }
-}
-
-/// `(class, is_connection)` of a sqlx error.
-pub fn classify(error: &sqlx::Error) -> (ErrorClass, bool) {
-    use ErrorClass::{Permanent, Transient};
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            (Transient, true)
-        }
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
-            Some(pg) => classify_sqlstate(pg.code(), pg.severity()),
-            None => (Permanent, false),
-        },
-        _ => (Permanent, false),
-    }
-}
-
-/// The SQLSTATE part of the rule, separate so it can be tested without a server.
-pub fn classify_sqlstate(code: &str, severity: PgSeverity) -> (ErrorClass, bool) {
-    use ErrorClass::{Permanent, Transient};
-    let fatal = matches!(severity, PgSeverity::Fatal | PgSeverity::Panic);
-    match code {
-        // A prepared-statement mix-up behind a transaction pooler: retrying hides a config bug.
-        "08P01" if !fatal => (Permanent, false),
-        c if c.starts_with("08") => (Transient, true),
-        "57P01" | "57P02" | "57P03" if fatal => (Transient, true),
-        "40001" | "40P01" => (Transient, false),
-        _ => (Permanent, false),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ErrorClass::{Permanent, Transient};
-
-    #[test]
-    fn sqlstate_table() {
-        let cases = [
-            ("08P01", PgSeverity::Fatal, Transient, true), // server_login_retry, query_wait_timeout
-            ("08P01", PgSeverity::Error, Permanent, false), // bind message mismatch
-            ("08006", PgSeverity::Fatal, Transient, true),
-            ("08001", PgSeverity::Error, Transient, true),
-            ("57P01", PgSeverity::Fatal, Transient, true),
-            ("57P02", PgSeverity::Fatal, Transient, true),
-            ("57P03", PgSeverity::Fatal, Transient, true),
-            ("57P01", PgSeverity::Error, Permanent, false),
-            ("57014", PgSeverity::Error, Permanent, false),
-            ("40001", PgSeverity::Error, Transient, false),
-            ("40P01", PgSeverity::Error, Transient, false),
-            ("26000", PgSeverity::Error, Permanent, false),
-            ("42P05", PgSeverity::Error, Permanent, false),
-            ("23505", PgSeverity::Error, Permanent, false),
-            ("42P01", PgSeverity::Error, Permanent, false),
-        ];
-        for (code, sev, class, conn) in cases {
-            assert_eq!(
-                classify_sqlstate(code, sev),
-                (class, conn),
-                "{code} {sev:?}"
-            );
-        }
-    }
+    use ErrorClass::{Connection, Permanent};
 
     #[test]
     fn driver_errors() {
-        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        assert_eq!(classify(&io), (Transient, true));
-        assert_eq!(classify(&sqlx::Error::PoolTimedOut), (Transient, true));
-        assert_eq!(classify(&sqlx::Error::PoolClosed), (Transient, true));
-        assert_eq!(classify(&sqlx::Error::RowNotFound), (Permanent, false));
+        let io = StoreError::sqlx(
+            "t",
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        );
+        assert_eq!(io.class(), Connection);
         assert_eq!(
-            classify(&sqlx::Error::Protocol("x".into())),
-            (Permanent, false)
+            StoreError::sqlx("t", sqlx::Error::RowNotFound).class(),
+            Permanent
         );
         let t = StoreError::Timeout {
             op: "load",
@@ -223,5 +136,9 @@ mod tests {
         ));
         let e = StoreError::sqlx("candidates", sqlx::Error::PoolTimedOut);
         assert!(e.is_transient() && e.is_connection());
+        let fanned = e.shared();
+        assert!(matches!(fanned, StoreError::Shared { .. }));
+        assert_eq!(fanned.class(), Connection, "a copy keeps the class");
+        assert_eq!(fanned.to_string(), e.to_string());
     }
 }

@@ -1,8 +1,9 @@
 //! The app's data on Postgres: pool construction (direct or behind a transaction pooler), the
 //! domain migrations, the three domain statements (candidate query, conversation load, insight
-//! upsert) with a batched conversation loader and a batched insight writer, error
-//! classification and backon retries, the connection gate (insights-gate) in front of every
-//! call, connection hold instrumentation, and deterministic seeding.
+//! upsert) with a batched conversation loader and a batched insight writer, store errors and
+//! backon retries, the connection gate in front of every call, connection hold
+//! instrumentation, and deterministic seeding. Error classification, backoff, the gate and the
+//! migration runner are insights-pg's; the store only applies them.
 //!
 //! It must not know about the job queue or the LLM. Every call is bounded by a timeout and never
 //! keeps a connection beyond its own statement.
@@ -21,8 +22,8 @@ pub mod stats;
 pub mod store;
 pub mod writer;
 
-pub use error::{ErrorClass, StoreError};
-pub use insights_pg::{ConnectionGate, GatePolicy, GateStats};
+pub use error::StoreError;
+pub use insights_pg::{Backoff, ConnectionGate, ErrorClass, GatePolicy, GateStats, Jitter};
 pub use loader::{ConversationLoader, LoaderConfig};
 pub use migrate::{MigrateReport, migrate};
 pub use pool::{PoolSettings, PoolerMode, connect, connect_lazy};

@@ -17,7 +17,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use insights_core::PoolerMode;
 
 use crate::defaults;
-use crate::error::{ErrorClass, StoreError, classify};
+use insights_pg::{ErrorClass, classify};
+
+use crate::error::StoreError;
 
 /// Everything needed to build one pool.
 #[derive(Debug, Clone)]
@@ -198,20 +200,13 @@ pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(
         Err(_) => Err(StoreError::Connect {
             target,
             reason: format!("no answer within {}ms", timeout.as_millis()),
-            class: ErrorClass::Transient,
+            class: ErrorClass::Connection,
         }),
-        Ok(Err(e)) => {
-            let class = match &e {
-                // Refused or reset connections are a database that is down: transient.
-                sqlx::Error::Io(_) => ErrorClass::Transient,
-                other => classify(other).0,
-            };
-            Err(StoreError::Connect {
-                target,
-                reason: one_line(&e.to_string()),
-                class,
-            })
-        }
+        Ok(Err(e)) => Err(StoreError::Connect {
+            target,
+            reason: one_line(&e.to_string()),
+            class: classify(&e),
+        }),
         Ok(Ok(())) => Ok(()),
     }
 }
@@ -221,7 +216,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// Closes the pool, bounded by `within`: with a blackholed connection `PgPool::close` waits
-/// forever (research/pgbouncer-sqlx.md). Returns false when it gave up waiting.
+/// forever (it waits for every connection to be returned, and a blackholed one never is). Returns false when it gave up waiting.
 pub async fn close(pool: &PgPool, within: Duration) -> bool {
     tokio::time::timeout(within, pool.close()).await.is_ok()
 }

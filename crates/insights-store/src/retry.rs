@@ -1,20 +1,21 @@
-//! Retrying transient store errors with backon: exponential, full jitter, capped, bounded.
-//! Only transient errors are retried (see `error.rs`); a permanent one returns at once.
+//! Retrying transient store errors with backon, waiting per the policy's [`Backoff`]
+//! (exponential, capped, full jitter by default), a bounded number of times. Only transient
+//! errors are retried (see `error.rs`); a permanent one returns at once.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
-use rand::RngExt;
+use backon::Retryable;
+use insights_pg::{Backoff, Jitter, Retries};
 
 use crate::defaults;
 use crate::error::StoreError;
 
 /// How the store retries transient errors. Defaults in `defaults.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    pub min_delay: Duration,
-    pub max_delay: Duration,
+    /// The wait before the n-th retry.
+    pub backoff: Backoff,
     /// Retries after the first attempt; 0 disables retrying.
     pub max_retries: usize,
 }
@@ -22,8 +23,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            min_delay: defaults::RETRY_MIN_DELAY,
-            max_delay: defaults::RETRY_MAX_DELAY,
+            backoff: Backoff::new(
+                defaults::RETRY_MIN_DELAY,
+                defaults::RETRY_MAX_DELAY,
+                Jitter::Full,
+            ),
             max_retries: defaults::RETRY_MAX_RETRIES,
         }
     }
@@ -33,36 +37,14 @@ impl RetryPolicy {
     /// No retries: the caller (e.g. the queue's own backoff) decides.
     pub const fn none() -> Self {
         Self {
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
+            backoff: Backoff::new(Duration::ZERO, Duration::ZERO, Jitter::None),
             max_retries: 0,
         }
     }
 
     /// The waits this policy would use, as a backon backoff.
-    pub fn backoff(&self) -> FullJitter {
-        FullJitter(
-            ExponentialBuilder::default()
-                .with_min_delay(self.min_delay)
-                .with_max_delay(self.max_delay)
-                .with_factor(2.0)
-                .with_max_times(self.max_retries)
-                .build(),
-        )
-    }
-}
-
-/// backon's own jitter adds up to one extra delay (`d + rand*d`); "full jitter" draws the whole
-/// wait uniformly from `[0, d]`, which spreads a crowd of retrying workers best.
-pub struct FullJitter<B = backon::ExponentialBackoff>(B);
-
-impl<B: Iterator<Item = Duration>> Iterator for FullJitter<B> {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let d = self.0.next()?;
-        let fraction: f64 = rand::rng().random();
-        Some(d.mul_f64(fraction))
+    pub fn backoff(&self) -> Retries {
+        self.backoff.retries(self.max_retries)
     }
 }
 
@@ -98,8 +80,11 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_not_permanent() {
         let fast = RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(4),
+            backoff: Backoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(4),
+                Jitter::Full,
+            ),
             ..RetryPolicy::default()
         };
         let calls = AtomicUsize::new(0);

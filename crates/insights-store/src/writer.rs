@@ -14,7 +14,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::defaults;
-use crate::error::{ErrorClass, StoreError};
+use insights_pg::ErrorClass;
+
+use crate::error::StoreError;
 use crate::store::{Store, UpsertOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

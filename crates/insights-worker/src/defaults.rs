@@ -22,8 +22,11 @@ pub const READY_CACHE: Duration = Duration::from_secs(2);
 /// the handler's breaker-gated write retries, instead of every call knocking several times on
 /// a database that is down.
 pub const HANDLER_STORE_RETRY: insights_store::RetryPolicy = insights_store::RetryPolicy {
-    min_delay: Duration::from_millis(100),
-    max_delay: Duration::from_millis(100),
+    backoff: insights_store::Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+        insights_store::Jitter::Full,
+    ),
     max_retries: 1,
 };
 

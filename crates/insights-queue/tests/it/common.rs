@@ -111,8 +111,11 @@ pub fn test_config() -> QueueConfig {
         lease_duration: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(500),
         rescue_interval: Duration::from_millis(500),
-        retry_backoff_base: Duration::from_millis(200),
-        retry_backoff_cap: Duration::from_secs(2),
+        retry_backoff: insights_queue::Backoff {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(2),
+            ..insights_queue::defaults::RETRY_BACKOFF
+        },
         ..QueueConfig::default()
     }
 }

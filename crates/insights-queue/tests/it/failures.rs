@@ -72,7 +72,10 @@ async fn a_timed_out_job_is_retried_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_hint_is_honoured_within_the_cap() {
     let cfg = QueueConfig {
-        retry_backoff_cap: Duration::from_secs(2),
+        retry_backoff: insights_queue::Backoff {
+            cap: Duration::from_secs(2),
+            ..test_config().retry_backoff
+        },
         ..test_config()
     };
     let e = env("q_retry_after", cfg).await;

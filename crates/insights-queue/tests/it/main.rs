@@ -14,6 +14,7 @@ mod fetch;
 mod gate;
 mod leases;
 mod migrate;
+mod schema_upgrade;
 mod ops;
 mod outage;
 mod pooler;

@@ -26,7 +26,10 @@ async fn worker_survives_a_database_outage_and_finishes_all_jobs() {
         lease_duration: secs(30),
         heartbeat_interval: secs(2),
         statement_timeout: secs(3),
-        db_backoff_cap: Duration::from_millis(1_000),
+        db_backoff: insights_queue::Backoff {
+            cap: Duration::from_millis(1_000),
+            ..insights_queue::defaults::DB_BACKOFF
+        },
         // Jobs caught by the outage fail (their effect insert fails) and retry.
         default_max_attempts: 100,
         ..test_config()

@@ -1,7 +1,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use insights_store::{DomainStatements, ErrorClass, RetryPolicy, Store, StoreOptions};
+use insights_core::DatabaseUrl;
+use insights_store::{
+    Backoff, DomainStatements, ErrorClass, Jitter, PoolSettings, RetryPolicy, Store, StoreOptions,
+    connect,
+};
 use insights_testkit::wait_until;
 
 use crate::support::env;
@@ -21,7 +25,7 @@ fn store_with_candidates(pool: &sqlx::PgPool, sql: &'static str) -> Store {
 }
 
 /// Real server errors land in the right class: a terminated backend (57P01 FATAL) is a
-/// transient connection error; a missing table (42P01) is permanent and not retried.
+/// connection error (retried); a missing table (42P01) is permanent and not retried.
 #[tokio::test]
 async fn real_server_errors_are_classified() {
     let e = env("store_classify").await;
@@ -57,8 +61,8 @@ async fn real_server_errors_are_classified() {
     .await
     .unwrap();
     let err = call.await.unwrap().unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
-    assert!(err.is_connection(), "{err}");
+    assert_eq!(err.class(), ErrorClass::Connection, "{err}");
+    assert!(err.is_transient() && err.is_connection(), "{err}");
     assert_eq!(err.sqlstate().as_deref(), Some("57P01"), "{err}");
 
     let broken = Store::new(
@@ -80,4 +84,65 @@ async fn real_server_errors_are_classified() {
         1,
         "a permanent error is not retried"
     );
+}
+
+/// A statement cancelled by a server-side `statement_timeout` (57014) and a lock not granted
+/// within `lock_timeout` (55P03) are transient: the store retries them instead of failing the
+/// job whose LLM call was already paid for.
+#[tokio::test]
+async fn statement_and_lock_timeouts_are_retried() {
+    let e = env("store_timeouts").await;
+    crate::support::lead(&e.pool, 1, true).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{}" SET lock_timeout = '20ms'"#,
+        e.db.name
+    )))
+    .execute(&e.pool)
+    .await
+    .unwrap();
+    let mut settings = PoolSettings::new(DatabaseUrl::new(e.db.url.clone()));
+    settings.statement_timeout = Duration::from_millis(100);
+    let pool = connect(&settings).await.unwrap();
+    let store = |sql: &'static str| {
+        Store::new(
+            pool.clone(),
+            StoreOptions {
+                call_timeout: Duration::from_secs(10),
+                retry: RetryPolicy {
+                    backoff: Backoff::new(
+                        Duration::from_millis(1),
+                        Duration::from_millis(5),
+                        Jitter::Full,
+                    ),
+                    max_retries: 2,
+                },
+                statements: DomainStatements {
+                    candidates: Arc::from(sql),
+                    ..DomainStatements::default()
+                },
+                ..StoreOptions::default()
+            },
+        )
+    };
+
+    let slow =
+        store("SELECT g::bigint FROM pg_sleep(1), generate_series(1, 2) g WHERE g > $1 LIMIT $2");
+    let err = slow.candidate_ids(None, 1).await.unwrap_err();
+    assert_eq!(err.sqlstate().as_deref(), Some("57014"), "{err}");
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(slow.stats().transactions, 3, "first try and two retries");
+
+    let mut holder = e.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM leads WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let locking =
+        store("SELECT id FROM leads WHERE id > coalesce($1, 0) ORDER BY id LIMIT $2 FOR UPDATE");
+    let err = locking.candidate_ids(None, 1).await.unwrap_err();
+    assert_eq!(err.sqlstate().as_deref(), Some("55P03"), "{err}");
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(locking.stats().transactions, 3, "first try and two retries");
+    holder.rollback().await.unwrap();
+    assert_eq!(locking.candidate_ids(None, 1).await.unwrap(), vec![1]);
 }

@@ -2,9 +2,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use insights_core::DatabaseUrl;
+use insights_pg::GATE_JITTER;
 use insights_store::{
-    DomainStatements, ErrorClass, GatePolicy, PoolSettings, RetryPolicy, Store, StoreError,
-    StoreOptions, connect,
+    Backoff, DomainStatements, ErrorClass, GatePolicy, Jitter, PoolSettings, RetryPolicy, Store,
+    StoreError, StoreOptions, connect,
 };
 
 use crate::support::env;
@@ -25,8 +26,8 @@ async fn unreachable_database_is_one_transient_line() {
     assert!(!msg.contains('\n'));
     assert!(!msg.contains("hunter2"));
     assert!(!format!("{settings:?}").contains("hunter2"));
-    assert_eq!(err.class(), ErrorClass::Transient);
-    assert!(err.is_connection());
+    assert_eq!(err.class(), ErrorClass::Connection);
+    assert!(err.is_transient() && err.is_connection());
 
     let bad = PoolSettings::new(DatabaseUrl::new("postgres://127.0.0.1:1/x?sslmode=bogus"));
     assert!(matches!(connect(&bad).await, Err(StoreError::Config(_))));
@@ -51,13 +52,15 @@ async fn a_slow_call_times_out_releases_its_connection_and_closes_the_gate() {
         StoreOptions {
             call_timeout: Duration::from_millis(200),
             retry: RetryPolicy {
-                min_delay: Duration::from_millis(1),
-                max_delay: Duration::from_millis(5),
+                backoff: Backoff::new(
+                    Duration::from_millis(1),
+                    Duration::from_millis(5),
+                    Jitter::Full,
+                ),
                 max_retries: 2,
             },
             gate: GatePolicy {
-                base: backoff,
-                cap: backoff,
+                backoff: Backoff::new(backoff, backoff, GATE_JITTER),
                 probe_patience: Duration::from_secs(5),
             },
             statements,

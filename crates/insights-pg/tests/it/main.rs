@@ -1,0 +1,5 @@
+//! Integration tests of insights-pg on a real Postgres (one test binary).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod migrator;

@@ -1,7 +1,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use insights_queue::{JobDetail, NewJob, QueueConfig};
+use insights_queue::{Backoff, Jitter, JobDetail, NewJob, QueueConfig};
 use insights_testkit::wait_until;
 use sqlx::Row;
 
@@ -212,12 +212,15 @@ async fn retry_delays_grow_within_their_jitter_bounds() {
     // Poll interval, completion flush and a loaded machine's scheduling, on top of the delay.
     const SLACK_MS: i64 = 300;
     let cfg = QueueConfig {
-        retry_backoff_base: Duration::from_millis(300),
-        retry_backoff_cap: Duration::from_secs(10),
+        retry_backoff: Backoff::new(
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+            Jitter::Full,
+        ),
         ..test_config()
     };
-    let base_ms = i64::try_from(cfg.retry_backoff_base.as_millis()).unwrap();
-    let cap_ms = i64::try_from(cfg.retry_backoff_cap.as_millis()).unwrap();
+    let base_ms = i64::try_from(cfg.retry_backoff.base.as_millis()).unwrap();
+    let cap_ms = i64::try_from(cfg.retry_backoff.cap.as_millis()).unwrap();
     let e = env("q_backoff", cfg).await;
     let jobs = (0..JOBS)
         .map(|n| NewJob::new(TestJob::with(n, Behave::Fail)).max_attempts(ATTEMPTS))

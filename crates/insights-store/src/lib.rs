@@ -10,6 +10,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod batcher;
 pub mod defaults;
 pub mod error;
 pub mod loader;

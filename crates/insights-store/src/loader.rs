@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::batcher::{self, Batching};
 use crate::defaults;
 use crate::error::StoreError;
 use crate::store::{LoadedConversation, Store};
@@ -83,48 +83,20 @@ impl ConversationLoader {
 async fn run(
     store: Store,
     config: LoaderConfig,
-    mut rx: mpsc::Receiver<(i64, Reply)>,
+    rx: mpsc::Receiver<(i64, Reply)>,
     statements: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_concurrent_loads.max(1)));
-    let mut running = JoinSet::new();
-    let max_batch = config.max_batch.max(1);
-    loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let Some(first) = rx.recv().await else {
-            break;
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.linger;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => {
-                    batch.push(p);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if config.linger.is_zero() {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        statements.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let batching = Batching {
+        max_batch: config.max_batch,
+        linger: config.linger,
+        max_in_flight: config.max_concurrent_loads,
+    };
+    let max_messages = config.max_messages;
+    batcher::run(rx, batching, statements, move |batch| {
         let store = store.clone();
-        let max_messages = config.max_messages;
-        running.spawn(async move {
-            load(&store, batch, max_messages).await;
-            drop(permit);
-        });
-        while running.try_join_next().is_some() {}
-    }
-    while running.join_next().await.is_some() {}
+        async move { load(&store, batch, max_messages).await }
+    })
+    .await;
 }
 
 async fn load(store: &Store, batch: Vec<(i64, Reply)>, max_messages: u32) {

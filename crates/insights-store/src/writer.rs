@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use insights_core::InsightRecord;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::batcher::{self, Batching};
 use crate::defaults;
 use insights_pg::ErrorClass;
 
@@ -85,49 +85,19 @@ impl InsightWriter {
 async fn run(
     store: Store,
     config: WriterConfig,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: mpsc::Receiver<Pending>,
     flushes: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_concurrent_flushes.max(1)));
-    let mut running = JoinSet::new();
-    let max_batch = config.max_batch.max(1);
-    loop {
-        // Take a flush slot before collecting: while all slots are busy, records pile up in the
-        // channel and the next batch picks them all up at once (group commit).
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let Some(first) = rx.recv().await else {
-            break;
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.linger;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => {
-                    batch.push(p);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if config.linger.is_zero() {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        flushes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let batching = Batching {
+        max_batch: config.max_batch,
+        linger: config.linger,
+        max_in_flight: config.max_concurrent_flushes,
+    };
+    batcher::run(rx, batching, flushes, move |batch| {
         let store = store.clone();
-        running.spawn(async move {
-            flush(&store, batch).await;
-            drop(permit);
-        });
-        while running.try_join_next().is_some() {}
-    }
-    while running.join_next().await.is_some() {}
+        async move { flush(&store, batch).await }
+    })
+    .await;
 }
 
 async fn flush(store: &Store, batch: Vec<Pending>) {

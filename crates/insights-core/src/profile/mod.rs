@@ -1,5 +1,5 @@
-//! The profile: one TOML file (`INSIGHTS_PROFILE` / `--profile`) that adapts insights-worker to a
-//! team's tables, prompt and insight shape without code. Without one, [`Profile::builtin`] is
+//! The profile: one TOML file that adapts insights-worker to a team's tables, prompt and insight
+//! shape without code. Without one, [`Profile::builtin`] is
 //! exactly today's behaviour: this project's tables (the store's built-in statements), the
 //! prompt of [`crate::prompt::build_prompt`] and the insight of [`crate::insight`].
 //!
@@ -52,8 +52,8 @@
 //! Loading validates everything that can be checked without a database: TOML syntax (errors
 //! name the file, line and column), unknown keys, both or neither of text and file, the
 //! templates (they compile and use only known variables), the schema (it compiles), the
-//! temperature range and the token-limit parameter. The statements are checked against a live
-//! database elsewhere.
+//! temperature range and the token-limit parameter. Whether the statements run against the
+//! team's database cannot be checked here.
 
 mod lead_key;
 mod output;
@@ -273,8 +273,13 @@ impl Profile {
         let system = cx.text("prompt.system", p.system, p.system_file)?;
         let message = cx.text("prompt.message", p.message, p.message_file)?;
         let user = cx.text("prompt.user", p.user, p.user_file)?;
-        let templates = PromptTemplates::new(system, message, user)
-            .map_err(|e| cx.invalid("prompt", None, e.to_string()))?;
+        let templates = PromptTemplates::new(system, message, user).map_err(|e| {
+            let field = match &e {
+                TemplateError::Compile { template, .. }
+                | TemplateError::UnknownVariables { template, .. } => format!("prompt.{template}"),
+            };
+            cx.invalid(&field, None, e.to_string())
+        })?;
         let budget_chars = cx.positive("prompt.budget_chars", p.budget_chars)?;
         let max_messages = cx.positive("prompt.max_messages", p.max_messages)?;
 

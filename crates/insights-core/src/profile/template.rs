@@ -146,6 +146,8 @@ impl PromptTemplates {
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Render errors then name the undefined expression (`lead.nosuchcolumn`).
+        env.set_debug(true);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -188,18 +190,42 @@ impl PromptTemplates {
 
     /// Renders the prompt, keeping the newest messages that fit `budget_chars` (module docs).
     pub fn render(&self, input: &PromptInput, budget_chars: usize) -> Result<Prompt, RenderError> {
+        let lines = self.message_lines(input)?;
+        self.render_with_lines(input, &lines, budget_chars)
+    }
+
+    /// Every message rendered with the `message` template, oldest first. A caller that renders
+    /// the same input again with a smaller budget keeps these and calls
+    /// [`Self::render_with_lines`]: the lines do not depend on the budget.
+    pub fn message_lines(&self, input: &PromptInput) -> Result<Vec<String>, RenderError> {
         let message_template = self.template(MESSAGE)?;
         let lead = Value::from(Serde(&input.lead));
-        let mut lines = Vec::with_capacity(input.messages.len());
-        for message in &input.messages {
-            let ctx = minijinja::context! { lead => lead.clone(), message => Value::from(Serde(message)) };
-            lines.push(
+        input
+            .messages
+            .iter()
+            .map(|message| {
+                let ctx = minijinja::context! { lead => lead.clone(), message => Value::from(Serde(message)) };
                 message_template
                     .render(ctx)
-                    .map_err(|e| render_error(MESSAGE, &e))?,
-            );
-        }
+                    .map_err(|e| render_error(MESSAGE, &e))
+            })
+            .collect()
+    }
 
+    /// [`Self::render`] with the lines [`Self::message_lines`] returned for `input`.
+    pub fn render_with_lines(
+        &self,
+        input: &PromptInput,
+        lines: &[String],
+        budget_chars: usize,
+    ) -> Result<Prompt, RenderError> {
+        if lines.len() != input.messages.len() {
+            return Err(RenderError::Input(format!(
+                "{} rendered lines for {} messages",
+                lines.len(),
+                input.messages.len()
+            )));
+        }
         let mut used = 0usize;
         let mut start = lines.len();
         for (i, line) in lines.iter().enumerate().rev() {
@@ -210,14 +236,14 @@ impl PromptTemplates {
             used += cost;
             start = i;
         }
-        let mut kept: Vec<String> = lines.split_off(start);
-        let mut kept_messages = &input.messages[start..];
+        let mut kept: Vec<String> = lines.get(start..).unwrap_or_default().to_vec();
+        let mut kept_messages = input.messages.get(start..).unwrap_or_default();
         if kept.is_empty()
             && budget_chars > 0
-            && let Some(newest) = lines.last()
+            && let (Some(newest), Some(newest_message)) = (lines.last(), input.messages.last())
         {
             kept.push(cut(newest, budget_chars));
-            kept_messages = &input.messages[input.messages.len() - 1..];
+            kept_messages = std::slice::from_ref(newest_message);
         }
 
         let included = kept.len();
@@ -225,7 +251,7 @@ impl PromptTemplates {
             .unwrap_or(0)
             .max(included);
         let ctx = minijinja::context! {
-            lead => lead,
+            lead => Value::from(Serde(&input.lead)),
             messages => Value::from(Serde(kept_messages)),
             lines => kept,
             included => included,
@@ -392,7 +418,15 @@ mod tests {
         let mut partial_seen = false;
         for c in &cases {
             let input = PromptInput::from_conversation(c).unwrap();
-            for budget in budgets {
+            // Budgets exactly at, just under and just over each newest-k cut.
+            let full = build_prompt(c, usize::MAX).user;
+            let mut exact = Vec::new();
+            let mut sum = 0;
+            for line in full.lines().rev().take(c.messages.len()) {
+                sum += line.chars().count() + 1;
+                exact.extend([sum - 1, sum, sum + 1]);
+            }
+            for budget in budgets.into_iter().chain(exact) {
                 let expected = build_prompt(c, budget);
                 let got = t.render(&input, budget).unwrap();
                 assert_eq!(got, expected, "budget {budget}, conversation {c:?}");
@@ -447,6 +481,10 @@ mod tests {
             total_message_count: 1,
         };
         let err = t.render(&input, 100).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::Template { template: "user", reason } if reason.contains("lead.nosuchcolumn")),
+            "{err}"
+        );
         assert!(
             matches!(
                 err,

@@ -314,14 +314,14 @@ fn template_and_schema_errors_fail_the_load() {
     let unknown = MINIMAL.replace("{{ lead.name }}", "{{ customer.name }}");
     let err = parse(&unknown).unwrap_err();
     assert!(
-        matches!(&err, ProfileError::Invalid { field, .. } if field == "prompt"),
+        matches!(&err, ProfileError::Invalid { field, .. } if field == "prompt.user"),
         "{err}"
     );
     assert!(err.to_string().contains("customer"), "{err}");
 
     let broken = MINIMAL.replace("{{ message.body }}", "{{ message.body");
     assert!(
-        matches!(parse(&broken), Err(ProfileError::Invalid { field, .. }) if field == "prompt")
+        matches!(parse(&broken), Err(ProfileError::Invalid { field, .. }) if field == "prompt.message")
     );
 
     let schema = MINIMAL.replace("type = \"boolean\"", "type = \"bool\"");

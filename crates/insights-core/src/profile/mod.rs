@@ -1,13 +1,14 @@
 //! The profile: one TOML file that adapts insights-worker to a team's tables, prompt and insight
-//! shape without code. Without one, [`Profile::builtin`] is
-//! exactly today's behaviour: this project's tables (the store's built-in statements), the
-//! prompt of [`crate::prompt::build_prompt`] and the insight of [`crate::insight`].
+//! shape without code. Without one, [`Profile::builtin`] is exactly today's behaviour: this
+//! project's tables (the store's built-in statements), the prompt of
+//! [`crate::prompt::build_prompt`] and the insight of [`crate::insight`].
+//! `examples/prisma-supabase/profile.toml` is a complete profile.
 //!
 //! ```toml
-//! [statements]           # SQL as text, or `candidates_file = "candidates.sql"` (relative to
-//! lead_key = "text"      # this file); exactly one of the two per statement.
-//! candidates = "..."     # bigint | uuid | text: the SQL type of the lead key
-//! load = "..."
+//! [statements]
+//! lead_key = "text"         # the SQL type of the lead key: bigint | uuid | text
+//! candidates = "..."        # each statement as SQL text, or as `candidates_file = "c.sql"`
+//! load_file = "load.sql"    # (relative to the profile's directory): one of the two
 //! upsert = "..."
 //!
 //! [prompt]
@@ -38,7 +39,8 @@
 //!   row per EXISTING lead: `lead_key K`, `lead jsonb` (an object: the template's `lead`),
 //!   `messages jsonb` (an array of objects, oldest first: the template's messages),
 //!   `total_message_count bigint`, `source_last_message_at timestamptz` (the freshness
-//!   watermark of what was loaded: the newest message's time), and
+//!   watermark of what was loaded: the newest message's time, or the lead's last-message time
+//!   if that is newer), and
 //!   `stored_source_last_message_at timestamptz` (the stored insight's watermark, NULL if none).
 //! - `upsert`: parameters, parallel arrays with one element per insight and unique keys:
 //!   `$1 K[]` lead keys, `$2 jsonb[]` the insight documents (already validated against the
@@ -53,11 +55,12 @@
 //! name the file, line and column), unknown keys, both or neither of text and file, the
 //! templates (they compile and use only known variables), the schema (it compiles), the
 //! temperature range and the token-limit parameter. Whether the statements run against the
-//! team's database cannot be checked here.
+//! team's database cannot be checked here. The template variables, filters and the budget rule
+//! are described in [`template`].
 
-mod lead_key;
-mod output;
-mod template;
+pub mod lead_key;
+pub mod output;
+pub mod template;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,12 @@
 //! Domain core of insights-worker: lead and conversation types, the job payload, the insight
 //! content with its JSON schema and validation, prompt building, secret redaction, and the
 //! configuration: one row per environment variable (name, default, accepted form, meaning) that
-//! parses `Settings` and renders the README's table.
+//! parses `Settings` and renders the README's table; the profile (a team's statements, prompt
+//! templates, insight schema and LLM parameters in one TOML file) and lead keys of any SQL type.
 //!
 //! This crate does no I/O: no database, no network, no process environment (configuration is
-//! read through a lookup closure the caller supplies). Everything here is pure and unit-tested.
+//! read through a lookup closure the caller supplies), except reading a profile file and the
+//! files it names. Everything here is pure and unit-tested.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -13,6 +15,7 @@ pub mod conversation;
 pub mod defaults;
 pub mod insight;
 pub mod job;
+pub mod profile;
 pub mod prompt;
 pub mod secret;
 
@@ -23,5 +26,6 @@ pub use insight::{
     parse_insight,
 };
 pub use job::{INSIGHTS_QUEUE, InsightJob, LeadId};
+pub use profile::{LeadKey, LeadKeyKind, Profile, ProfileError};
 pub use prompt::{PROMPT_VERSION, Prompt, build_prompt};
 pub use secret::{DatabaseUrl, Secret, SecretString};

@@ -5,7 +5,7 @@ use crate::conversation::{Conversation, Message};
 
 pub const PROMPT_VERSION: &str = "insight-v1";
 
-const SYSTEM: &str = "You are a sales assistant. You read the conversation between a sales agent \
+pub(crate) const SYSTEM: &str = "You are a sales assistant. You read the conversation between a sales agent \
 and a lead who has booked a call, and you write a short, factual insight for the agent: a summary \
 of where things stand, the lead's overall sentiment, the objections the lead raised, and concrete \
 next steps. Use only what the conversation says. Answer with JSON that matches the given schema.";
@@ -105,7 +105,7 @@ fn render(m: &Message) -> String {
     line
 }
 
-fn cut(line: &str, budget: usize) -> String {
+pub(crate) fn cut(line: &str, budget: usize) -> String {
     let keep = budget.saturating_sub(ELLIPSIS.chars().count());
     let mut out: String = line.chars().take(keep).collect();
     out.push_str(ELLIPSIS);

@@ -28,23 +28,7 @@ pub struct Prompt {
 /// `finish_reason=length` answer and calls this again.
 pub fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt {
     let lines: Vec<String> = conversation.messages.iter().map(render).collect();
-    let mut used = 0usize;
-    let mut start = lines.len();
-    for (i, line) in lines.iter().enumerate().rev() {
-        let cost = line.chars().count() + 1;
-        if used + cost > budget_chars {
-            break;
-        }
-        used += cost;
-        start = i;
-    }
-    let mut kept: Vec<String> = lines[start..].to_vec();
-    if kept.is_empty()
-        && budget_chars > 0
-        && let Some(newest) = lines.last()
-    {
-        kept.push(cut(newest, budget_chars));
-    }
+    let kept = newest_within(&lines, budget_chars).1;
     let lead = &conversation.lead;
     let included = kept.len();
     let total = usize::try_from(conversation.total_message_count)
@@ -77,6 +61,29 @@ pub fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt 
         user,
         included_messages: included,
     }
+}
+
+/// The newest `lines` whose characters (plus one newline each) fit in `budget_chars`, oldest
+/// first, with the index of the first one kept. When not even the newest fits, it alone is kept,
+/// cut to the budget (nothing for a budget of 0).
+pub(crate) fn newest_within(lines: &[String], budget_chars: usize) -> (usize, Vec<String>) {
+    let mut used = 0usize;
+    let mut start = lines.len();
+    for (i, line) in lines.iter().enumerate().rev() {
+        let cost = line.chars().count() + 1;
+        if used + cost > budget_chars {
+            break;
+        }
+        used += cost;
+        start = i;
+    }
+    if start == lines.len()
+        && budget_chars > 0
+        && let Some(newest) = lines.last()
+    {
+        return (lines.len() - 1, vec![cut(newest, budget_chars)]);
+    }
+    (start, lines.get(start..).unwrap_or_default().to_vec())
 }
 
 fn render(m: &Message) -> String {

@@ -38,7 +38,7 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Va
 use serde::Serialize;
 
 use crate::conversation::{Conversation, Direction};
-use crate::prompt::{Prompt, SYSTEM, cut};
+use crate::prompt::{Prompt, SYSTEM, newest_within};
 
 const MESSAGE: &str = "message";
 const USER: &str = "user";
@@ -226,25 +226,8 @@ impl PromptTemplates {
                 input.messages.len()
             )));
         }
-        let mut used = 0usize;
-        let mut start = lines.len();
-        for (i, line) in lines.iter().enumerate().rev() {
-            let cost = line.chars().count() + 1;
-            if used + cost > budget_chars {
-                break;
-            }
-            used += cost;
-            start = i;
-        }
-        let mut kept: Vec<String> = lines.get(start..).unwrap_or_default().to_vec();
-        let mut kept_messages = input.messages.get(start..).unwrap_or_default();
-        if kept.is_empty()
-            && budget_chars > 0
-            && let (Some(newest), Some(newest_message)) = (lines.last(), input.messages.last())
-        {
-            kept.push(cut(newest, budget_chars));
-            kept_messages = std::slice::from_ref(newest_message);
-        }
+        let (start, kept) = newest_within(lines, budget_chars);
+        let kept_messages = input.messages.get(start..).unwrap_or_default();
 
         let included = kept.len();
         let total = usize::try_from(input.total_message_count)

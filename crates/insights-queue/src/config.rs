@@ -9,7 +9,8 @@ use crate::defaults;
 /// `Default` gives: poll 100 ms, lease 30 s, heartbeat 10 s, rescue 15 s, completion flush
 /// at once (no linger) / 1,000 rows, fetch batch at most 200, retry backoff 2 s doubling to a 600 s cap (full
 /// jitter), 8 attempts, 10 s per database round trip, database backoff 100 ms → 5 s, 10 s to
-/// flush completions at shutdown, no LISTEN (polling only).
+/// flush completions at shutdown, no LISTEN (polling only), jobs given up 24 h after they were
+/// enqueued if they are still being snoozed.
 #[derive(Clone)]
 pub struct QueueConfig {
     pub poll_interval: Duration,
@@ -28,6 +29,10 @@ pub struct QueueConfig {
     pub db_backoff_base: Duration,
     pub db_backoff_cap: Duration,
     pub shutdown_flush_timeout: Duration,
+    /// How long a job may keep being snoozed (its attempt given back) after it was enqueued.
+    /// A snooze of an older job discards it ("gave up after <age>: <last error>"), so a job
+    /// that only ever meets infrastructure trouble does not wait forever.
+    pub max_job_age: Duration,
     /// A direct (or session-mode) URL for LISTEN; never a transaction-pooler URL. `None`: poll.
     pub listen_url: Option<String>,
 }
@@ -49,6 +54,7 @@ impl Default for QueueConfig {
             db_backoff_base: defaults::DB_BACKOFF_BASE,
             db_backoff_cap: defaults::DB_BACKOFF_CAP,
             shutdown_flush_timeout: defaults::SHUTDOWN_FLUSH_TIMEOUT,
+            max_job_age: defaults::MAX_JOB_AGE,
             listen_url: None,
         }
     }
@@ -72,6 +78,7 @@ impl std::fmt::Debug for QueueConfig {
             .field("db_backoff_base", &self.db_backoff_base)
             .field("db_backoff_cap", &self.db_backoff_cap)
             .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
+            .field("max_job_age", &self.max_job_age)
             .field("listen_url", &self.listen_url.as_ref().map(|_| "<set>"))
             .finish()
     }

@@ -6,6 +6,7 @@
 mod common;
 
 mod crash;
+mod snooze;
 mod t1_migrate;
 mod t2_enqueue;
 mod t3_fetch;

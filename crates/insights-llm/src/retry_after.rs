@@ -1,5 +1,4 @@
-//! Reading the server's wait hint (`retry-after-ms`, `retry-after`) and spreading waits with
-//! jitter.
+//! Reading the server's wait hint (`retry-after-ms`, `retry-after`).
 
 use std::time::{Duration, SystemTime};
 
@@ -26,15 +25,6 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
             .unwrap_or(Duration::ZERO)
             .min(MAX_HINT),
     )
-}
-
-/// `d` plus up to `fraction` of itself, at random.
-pub fn with_jitter(d: Duration, fraction: f64) -> Duration {
-    if d.is_zero() || fraction <= 0.0 {
-        return d;
-    }
-    let extra = d.as_secs_f64() * fraction * rand::random::<f64>();
-    d + Duration::from_secs_f64(extra)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -86,15 +76,5 @@ mod tests {
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
         let h = headers(&[("retry-after", "1e300")]);
         assert_eq!(parse_retry_after(&h, now), Some(MAX_HINT));
-    }
-
-    #[test]
-    fn jitter_only_adds_within_fraction() {
-        let d = Duration::from_millis(1000);
-        for _ in 0..100 {
-            let j = with_jitter(d, 0.1);
-            assert!(j >= d && j <= Duration::from_millis(1100), "{j:?}");
-        }
-        assert_eq!(with_jitter(Duration::ZERO, 0.1), Duration::ZERO);
     }
 }

@@ -10,6 +10,7 @@ mod economy;
 mod harness;
 mod llm_faults;
 mod producer;
+mod rate_limits;
 mod support;
 
 #[test]

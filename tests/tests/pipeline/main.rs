@@ -9,6 +9,7 @@ mod demo;
 mod economy;
 mod harness;
 mod llm_faults;
+mod llm_outage;
 mod producer;
 mod rate_limits;
 mod support;

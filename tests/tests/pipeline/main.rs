@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod db_faults;
 mod demo;
 mod economy;
 mod harness;

@@ -2,7 +2,7 @@
 //!
 //! | outcome | what happens |
 //! |---|---|
-//! | 429 rate limit | wait `retry-after-ms` / `retry-after` (jittered up, never sooner) or the backoff, `max_retries` times; then, or for a wait beyond `max_inline_wait`, `RetryLater` |
+//! | 429 rate limit | wait `retry-after-ms` / `retry-after` / an exhausted `x-ratelimit-*` quota's reset (jittered up, never sooner) or the backoff, `max_retries` times; then, or for a wait beyond `max_inline_wait`, `RetryLater` |
 //! | 429 quota / billing | `Permanent` (kind `Quota`), never retried |
 //! | 408, 409, 5xx, 200 with `error`, connect errors, timeouts | jittered exponential backoff, `max_retries` times, then `Transient` |
 //! | 401/403, other 4xx | `Permanent` |

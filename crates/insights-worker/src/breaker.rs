@@ -69,8 +69,10 @@ impl Cause {
 struct State {
     db: Cause,
     llm: Cause,
-    /// An LLM probe is in flight: other jobs wait for its answer.
-    llm_probing: bool,
+    /// The LLM probe in flight, by number: other jobs wait for its answer.
+    llm_probe: Option<u64>,
+    /// Probes handed out so far (numbers the next one).
+    llm_probes: u64,
     /// End of a pause asked for by [`Breaker::pause_for`] (quota, credentials).
     other_pause_until: Option<Instant>,
 }
@@ -125,15 +127,20 @@ pub enum LlmPermit {
     Wait(Duration),
 }
 
-/// Held by the job probing the LLM endpoint; frees the probe slot when dropped.
+/// Held by the job probing the LLM endpoint; frees the probe slot when dropped (unless an
+/// answer already freed it and a later probe holds it).
 #[derive(Debug)]
 pub struct ProbeGuard {
     breaker: Breaker,
+    probe: u64,
 }
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
-        self.breaker.lock().llm_probing = false;
+        let mut st = self.breaker.lock();
+        if st.llm_probe == Some(self.probe) {
+            st.llm_probe = None;
+        }
     }
 }
 
@@ -224,14 +231,17 @@ impl Breaker {
         if let Some(until) = st.llm.pausing(now) {
             return LlmPermit::Wait(until - now);
         }
-        if st.llm_probing {
+        if st.llm_probe.is_some() {
             return LlmPermit::Wait(Duration::ZERO);
         }
-        st.llm_probing = true;
+        st.llm_probes += 1;
+        let probe = st.llm_probes;
+        st.llm_probe = Some(probe);
         drop(st);
         tracing::info!("LLM endpoint presumed down: one probe request goes through");
         LlmPermit::Probe(ProbeGuard {
             breaker: self.clone(),
+            probe,
         })
     }
 
@@ -239,7 +249,7 @@ impl Breaker {
         let now = (self.clock)();
         let mut st = self.lock();
         if which == Which::Llm {
-            st.llm_probing = false;
+            st.llm_probe = None;
         }
         let cause = which.cause(&mut st);
         cause.consecutive = 0;
@@ -265,7 +275,7 @@ impl Breaker {
         let now = (self.clock)();
         let mut st = self.lock();
         if which == Which::Llm {
-            st.llm_probing = false;
+            st.llm_probe = None;
         }
         let cause = which.cause(&mut st);
         cause.consecutive = cause.consecutive.saturating_add(1);
@@ -508,13 +518,26 @@ mod tests {
         assert!(second >= BREAKER_PAUSE.ceiling(2) / 2);
         assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
         clock.advance(second + Duration::from_millis(1));
-        let _probe = b.llm_permit();
+        let probe = b.llm_permit();
         // The endpoint answers: closed, fetching resumes, everyone may call.
         b.record_llm_answer();
         assert!(!b.is_open());
         assert_eq!(gate.resumes.load(Ordering::SeqCst), 1);
         assert!(matches!(b.llm_permit(), LlmPermit::Go));
         assert_eq!(b.total_trips(), 2);
+
+        // A later probe is not freed by an earlier probe's guard ending (its job was still
+        // writing).
+        b.record_llm_outage();
+        b.record_llm_outage();
+        let third = b.record_llm_outage().expect("trips again");
+        clock.advance(third + Duration::from_millis(1));
+        let later = b.llm_permit();
+        assert!(matches!(later, LlmPermit::Probe(_)));
+        drop(probe);
+        assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
+        drop(later);
+        assert!(matches!(b.llm_permit(), LlmPermit::Probe(_)));
     }
 
     #[test]

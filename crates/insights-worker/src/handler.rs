@@ -7,10 +7,10 @@
 //! back, bounded by the queue's maximum job age). Outcome mapping (see `insights_queue` for
 //! what each error does to the job), in the pure functions [`store_verdict`] and
 //! [`llm_verdict`]:
-//! - app database connection trouble → `Snooze`, and the breaker is told;
+//! - app database connection trouble (unreachable, timed out, too many connections 53300)
+//!   → `Snooze`, and the breaker is told;
 //! - other transient database errors (statement or lock timeout 57014/55P03, serialization
-//!   40001, too many connections 53300, ...) → `Snooze`: the database, not the job, is at
-//!   fault;
+//!   40001, ...) → `Snooze`: the database, not the job, is at fault;
 //! - permanent database errors → `Permanent` (discarded with the reason);
 //! - LLM rate limited (429 `rate_limit_exceeded` after the client's inline retries, or a wait
 //!   beyond its inline limit) → `Snooze` for the server's hint, jittered up (never sooner);
@@ -86,7 +86,9 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// What to tell the queue about a failed job.
+/// What to tell the queue about a failed job. [`store_verdict`] and [`llm_verdict`] only
+/// snooze or discard; `RetryAfter` and `Retry` (which spend an attempt) remain for failures
+/// that are the job's own but may pass on another try.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Run again after `delay` without burning an attempt.

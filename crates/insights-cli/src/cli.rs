@@ -413,6 +413,7 @@ async fn mock_llm(args: MockLlmArgs) -> Result<(), Failure> {
         malformed_rate: args.malformed_rate,
         outage: args.outage,
         seed: args.seed,
+        ..MockLlmConfig::default()
     };
     admin::serve_mock_llm(args.bind, config).await?;
     Ok(())

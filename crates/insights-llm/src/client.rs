@@ -1,9 +1,8 @@
-//! The OpenAI-compatible chat-completions client and its retry policy
-//! (see `shared/research/llm-api.md`):
+//! The OpenAI-compatible chat-completions client and its retry policy:
 //!
 //! | outcome | what happens |
 //! |---|---|
-//! | 429 rate limit | wait `retry-after-ms` / `retry-after` (+ jitter) or the backoff; a wait beyond `max_inline_wait` → `RetryLater` |
+//! | 429 rate limit | wait `retry-after-ms` / `retry-after` / an exhausted `x-ratelimit-*` quota's reset (jittered up, never sooner) or the backoff, `max_retries` times; then, or for a wait beyond `max_inline_wait`, `RetryLater` |
 //! | 429 quota / billing | `Permanent` (kind `Quota`), never retried |
 //! | 408, 409, 5xx, 200 with `error`, connect errors, timeouts | jittered exponential backoff, `max_retries` times, then `Transient` |
 //! | 401/403, other 4xx | `Permanent` |
@@ -18,11 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use insights_core::insight::INSIGHT_SCHEMA_NAME;
 use insights_core::{
     Conversation, InsightContent, Prompt, build_prompt, insight_json_schema, parse_insight,
 };
+use insights_pg::{Backoff, Jitter};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::json;
@@ -30,7 +29,7 @@ use serde_json::json;
 use crate::config::LlmConfig;
 use crate::defaults;
 use crate::error::{LlmError, LlmErrorKind};
-use crate::retry_after::{parse_retry_after, with_jitter};
+use crate::retry_after::parse_retry_after;
 use crate::wire::{ChatMessageRef, ChatRequestRef, ChatResponse, ErrorEnvelope, Usage};
 
 /// A validated insight and what it cost.
@@ -62,6 +61,11 @@ struct Inner {
     /// Parsed once: reqwest would otherwise parse the string on every request.
     endpoint: reqwest::Url,
     response_format: serde_json::Value,
+    /// Waits between transient retries without a server hint.
+    backoff: Backoff,
+    /// How a server's hint is spread: never sooner than asked, so callers told the same wait
+    /// do not return together.
+    hint_jitter: Jitter,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -104,6 +108,108 @@ enum Attempt {
     },
 }
 
+/// The state of one `generate_insight` call across its requests: each kind of retry spends
+/// its own bound.
+struct Call<'a> {
+    conv: &'a Conversation,
+    lead_id: i64,
+    min_budget: usize,
+    budget: usize,
+    prompt: Prompt,
+    transient_retries: u32,
+    malformed_left: u32,
+    attempts: u32,
+    billed: Usage,
+}
+
+impl<'a> Call<'a> {
+    fn new(conv: &'a Conversation, cfg: &LlmConfig) -> Self {
+        Self {
+            conv,
+            lead_id: conv.lead.id,
+            min_budget: cfg.min_prompt_budget_chars.min(cfg.prompt_budget_chars),
+            budget: cfg.prompt_budget_chars,
+            prompt: build_prompt(conv, cfg.prompt_budget_chars),
+            transient_retries: 0,
+            malformed_left: cfg.malformed_retries,
+            attempts: 0,
+            billed: Usage::default(),
+        }
+    }
+
+    fn insight(
+        &self,
+        content: InsightContent,
+        model: Option<String>,
+        request_id: Option<String>,
+        cfg: &LlmConfig,
+    ) -> LlmInsight {
+        LlmInsight {
+            content,
+            model: model.unwrap_or_else(|| cfg.model.clone()),
+            prompt_tokens: to_i64(self.billed.prompt_tokens),
+            completion_tokens: to_i64(self.billed.completion_tokens),
+            request_id,
+            attempts: self.attempts,
+            included_messages: self.prompt.included_messages,
+        }
+    }
+
+    /// Ask again while malformed retries are left.
+    fn malformed(&mut self, reason: String, snippet: String, usage: Usage) -> Result<(), LlmError> {
+        add_usage(&mut self.billed, usage);
+        let (lead_id, attempts) = (self.lead_id, self.attempts);
+        if self.malformed_left == 0 {
+            tracing::warn!(lead_id, attempts, %reason, "LLM content stayed malformed");
+            return Err(LlmError::Malformed {
+                reason,
+                snippet,
+                attempts,
+            });
+        }
+        self.malformed_left -= 1;
+        tracing::debug!(lead_id, attempts, %reason, "LLM content malformed; asking again");
+        Ok(())
+    }
+
+    /// `finish_reason=length`: halve the prompt budget, or fail at the floor.
+    fn shrink_prompt(&mut self, usage: Usage, cfg: &LlmConfig) -> Result<(), LlmError> {
+        add_usage(&mut self.billed, usage);
+        let (lead_id, attempts, budget) = (self.lead_id, self.attempts, self.budget);
+        // Shrink from what the prompt actually used, so a short conversation does not send the
+        // same request again after a nominal halving.
+        let used = self.prompt.user.chars().count();
+        let next_budget = (budget.min(used) / 2).max(self.min_budget);
+        let next = build_prompt(self.conv, next_budget);
+        if next_budget >= budget || next.user.len() >= self.prompt.user.len() {
+            tracing::warn!(
+                lead_id,
+                attempts,
+                budget,
+                "LLM output truncated at the smallest prompt"
+            );
+            return Err(LlmError::Permanent {
+                kind: LlmErrorKind::Truncated,
+                status: None,
+                reason: format!(
+                    "finish_reason=length even with a {budget}-character prompt budget ({} messages, max_tokens {})",
+                    self.prompt.included_messages, cfg.max_tokens
+                ),
+            });
+        }
+        tracing::debug!(
+            lead_id,
+            attempts,
+            budget,
+            next_budget,
+            "LLM output truncated; shrinking the prompt"
+        );
+        self.budget = next_budget;
+        self.prompt = next;
+        Ok(())
+    }
+}
+
 impl LlmClient {
     pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
         let http = reqwest::Client::builder()
@@ -137,6 +243,8 @@ impl LlmClient {
         });
         Ok(Self {
             inner: Arc::new(Inner {
+                backoff: Backoff::new(cfg.retry_base, cfg.retry_cap, Jitter::Full),
+                hint_jitter: Jitter::Up(defaults::RETRY_AFTER_JITTER),
                 http,
                 cfg,
                 endpoint,
@@ -152,88 +260,36 @@ impl LlmClient {
     /// Asks the model for the conversation's insight, applying the retry policy in the module
     /// docs. Never holds anything but an HTTP connection while waiting.
     pub async fn generate_insight(&self, conv: &Conversation) -> Result<LlmInsight, LlmError> {
-        let cfg = &self.inner.cfg;
-        let lead_id = conv.lead.id;
-        let min_budget = cfg.min_prompt_budget_chars.min(cfg.prompt_budget_chars);
-        let mut budget = cfg.prompt_budget_chars;
-        let mut prompt = build_prompt(conv, budget);
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(cfg.retry_base)
-            .with_max_delay(cfg.retry_cap)
-            .with_max_times(cfg.max_retries as usize)
-            .with_jitter()
-            .build();
-        let mut malformed_left = cfg.malformed_retries;
-        let mut attempts: u32 = 0;
-        let mut billed = Usage::default();
-        let user = format!("lead-{lead_id}");
-
+        let mut call = Call::new(conv, &self.inner.cfg);
+        let user = format!("lead-{}", conv.lead.id);
         loop {
-            attempts += 1;
-            let request = self.request(&prompt, &user);
+            call.attempts += 1;
+            let request = self.request(&call.prompt, &user);
             let started = Instant::now();
-            let outcome = self.attempt(&request).await;
-            match outcome {
+            match self.attempt(&request).await {
                 Attempt::Done {
                     content,
                     model,
                     usage,
                     request_id,
                 } => {
-                    add_usage(&mut billed, usage);
+                    add_usage(&mut call.billed, usage);
                     tracing::debug!(
-                        lead_id,
-                        attempts,
+                        lead_id = call.lead_id,
+                        attempts = call.attempts,
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        prompt_tokens = billed.prompt_tokens,
-                        completion_tokens = billed.completion_tokens,
+                        prompt_tokens = call.billed.prompt_tokens,
+                        completion_tokens = call.billed.completion_tokens,
                         "LLM insight generated"
                     );
-                    return Ok(LlmInsight {
-                        content,
-                        model: model.unwrap_or_else(|| cfg.model.clone()),
-                        prompt_tokens: to_i64(billed.prompt_tokens),
-                        completion_tokens: to_i64(billed.completion_tokens),
-                        request_id,
-                        attempts,
-                        included_messages: prompt.included_messages,
-                    });
+                    return Ok(call.insight(content, model, request_id, &self.inner.cfg));
                 }
                 Attempt::Transient {
                     reason,
                     status,
                     hint,
                 } => {
-                    let rate_limited = status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16());
-                    if let Some(hint) = hint
-                        && hint > cfg.max_inline_wait
-                    {
-                        tracing::info!(lead_id, attempts, ?hint, %reason, "LLM asked for a long wait; handing the job back");
-                        return Err(LlmError::RetryLater {
-                            after: hint,
-                            reason,
-                        });
-                    }
-                    let Some(delay) = backoff.next() else {
-                        tracing::warn!(lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
-                        if rate_limited {
-                            return Err(LlmError::RetryLater {
-                                after: hint.unwrap_or(cfg.retry_cap),
-                                reason,
-                            });
-                        }
-                        return Err(LlmError::Transient {
-                            reason,
-                            status,
-                            attempts,
-                            retry_after: hint,
-                        });
-                    };
-                    let wait = match hint {
-                        Some(hint) => with_jitter(hint, defaults::RETRY_AFTER_JITTER),
-                        None => delay,
-                    };
-                    tracing::debug!(lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
+                    let wait = self.transient_wait(&mut call, reason, status, hint)?;
                     tokio::time::sleep(wait).await;
                 }
                 Attempt::Permanent {
@@ -241,7 +297,7 @@ impl LlmClient {
                     status,
                     reason,
                 } => {
-                    tracing::warn!(lead_id, attempts, ?status, %kind, %reason, "LLM request failed permanently");
+                    tracing::warn!(lead_id = call.lead_id, attempts = call.attempts, ?status, %kind, %reason, "LLM request failed permanently");
                     return Err(LlmError::Permanent {
                         kind,
                         status,
@@ -252,58 +308,58 @@ impl LlmClient {
                     reason,
                     snippet,
                     usage,
-                } => {
-                    add_usage(&mut billed, usage);
-                    if malformed_left == 0 {
-                        tracing::warn!(lead_id, attempts, %reason, "LLM content stayed malformed");
-                        return Err(LlmError::Malformed {
-                            reason,
-                            snippet,
-                            attempts,
-                        });
-                    }
-                    malformed_left -= 1;
-                    tracing::debug!(lead_id, attempts, %reason, "LLM content malformed; asking again");
-                }
-                Attempt::Length { usage } => {
-                    add_usage(&mut billed, usage);
-                    // Shrink from what the prompt actually used, so a short conversation does
-                    // not send the same request again after a nominal halving.
-                    let used = prompt.user.chars().count();
-                    let next_budget = (budget.min(used) / 2).max(min_budget);
-                    let next = build_prompt(conv, next_budget);
-                    if next_budget >= budget || next.user.len() >= prompt.user.len() {
-                        tracing::warn!(
-                            lead_id,
-                            attempts,
-                            budget,
-                            "LLM output truncated at the smallest prompt"
-                        );
-                        return Err(LlmError::Permanent {
-                            kind: LlmErrorKind::Truncated,
-                            status: None,
-                            reason: format!(
-                                "finish_reason=length even with a {budget}-character prompt budget ({} messages, max_tokens {})",
-                                prompt.included_messages, cfg.max_tokens
-                            ),
-                        });
-                    }
-                    tracing::debug!(
-                        lead_id,
-                        attempts,
-                        budget,
-                        next_budget,
-                        "LLM output truncated; shrinking the prompt"
-                    );
-                    budget = next_budget;
-                    prompt = next;
-                }
+                } => call.malformed(reason, snippet, usage)?,
+                Attempt::Length { usage } => call.shrink_prompt(usage, &self.inner.cfg)?,
                 Attempt::Refused { reason } => {
-                    tracing::info!(lead_id, attempts, %reason, "LLM refused");
+                    tracing::info!(lead_id = call.lead_id, attempts = call.attempts, %reason, "LLM refused");
                     return Err(LlmError::Refused { reason });
                 }
             }
         }
+    }
+
+    /// How long to wait before retrying a transient failure, or the error that hands the job
+    /// back: a server hint beyond `max_inline_wait`, or the inline retries spent.
+    fn transient_wait(
+        &self,
+        call: &mut Call<'_>,
+        reason: String,
+        status: Option<u16>,
+        hint: Option<Duration>,
+    ) -> Result<Duration, LlmError> {
+        let cfg = &self.inner.cfg;
+        let (lead_id, attempts) = (call.lead_id, call.attempts);
+        if let Some(hint) = hint
+            && hint > cfg.max_inline_wait
+        {
+            tracing::info!(lead_id, attempts, ?hint, %reason, "LLM asked for a long wait; handing the job back");
+            return Err(LlmError::RetryLater {
+                after: hint,
+                reason,
+            });
+        }
+        if call.transient_retries >= cfg.max_retries {
+            tracing::warn!(lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
+            if status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16()) {
+                return Err(LlmError::RetryLater {
+                    after: hint.unwrap_or(cfg.retry_cap),
+                    reason,
+                });
+            }
+            return Err(LlmError::Transient {
+                reason,
+                status,
+                attempts,
+                retry_after: hint,
+            });
+        }
+        call.transient_retries += 1;
+        let wait = match hint {
+            Some(hint) => self.inner.hint_jitter.apply(hint),
+            None => self.inner.backoff.delay(call.transient_retries),
+        };
+        tracing::debug!(lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
+        Ok(wait)
     }
 
     fn request<'a>(&'a self, prompt: &'a Prompt, user: &'a str) -> ChatRequestRef<'a> {

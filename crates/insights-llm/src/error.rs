@@ -120,6 +120,17 @@ impl LlmError {
         }
     }
 
+    /// True when the endpoint itself looks down rather than this request being at fault: a
+    /// connection error, a timeout, a transport failure or a 5xx (also an upstream error
+    /// relayed in a 200) that outlasted the inline retries. Repeated, these should stop the
+    /// worker from sending more requests than probes.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            LlmError::Transient { status, .. } => status.is_none_or(|s| s >= 500),
+            _ => false,
+        }
+    }
+
     /// True when retrying the same lead cannot succeed without a change elsewhere: the job
     /// should be discarded with this error (and, for [`LlmErrorKind::needs_operator`] kinds, the
     /// worker paused).
@@ -128,5 +139,34 @@ impl LlmError {
             self,
             LlmError::Permanent { .. } | LlmError::Malformed { .. } | LlmError::Refused { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transient(status: Option<u16>) -> LlmError {
+        LlmError::Transient {
+            reason: "r".into(),
+            status,
+            attempts: 4,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn outage_is_connect_timeout_or_5xx_not_a_per_request_answer() {
+        assert!(transient(None).is_outage());
+        assert!(transient(Some(500)).is_outage());
+        assert!(transient(Some(503)).is_outage());
+        assert!(!transient(Some(408)).is_outage());
+        assert!(!transient(Some(409)).is_outage());
+        let later = LlmError::RetryLater {
+            after: Duration::from_secs(1),
+            reason: "429".into(),
+        };
+        assert!(!later.is_outage());
+        assert_eq!(later.kind(), LlmErrorKind::RateLimited);
     }
 }

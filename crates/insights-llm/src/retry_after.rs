@@ -1,5 +1,5 @@
-//! Reading the server's wait hint (`retry-after-ms`, `retry-after`) and spreading waits with
-//! jitter.
+//! Reading the server's wait hint (`retry-after-ms`, `retry-after`, else the reset of an
+//! exhausted `x-ratelimit-*` quota).
 
 use std::time::{Duration, SystemTime};
 
@@ -10,12 +10,16 @@ use reqwest::header::HeaderMap;
 const MAX_HINT: Duration = Duration::from_secs(24 * 3600);
 
 /// The wait the server asked for: `retry-after-ms` (milliseconds, may be fractional) first, else
-/// `retry-after` as seconds (may be fractional) or an HTTP date. A date in the past means "now".
+/// `retry-after` as seconds (may be fractional) or an HTTP date (a date in the past means
+/// "now"), else, when `x-ratelimit-remaining-requests` or `-tokens` is 0, the matching
+/// `x-ratelimit-reset-*` (`20ms`, `1.5s`, `6m0s`).
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if let Some(ms) = header_str(headers, "retry-after-ms").and_then(parse_non_negative_f64) {
         return Some(clamp(ms / 1000.0));
     }
-    let value = header_str(headers, "retry-after")?;
+    let Some(value) = header_str(headers, "retry-after") else {
+        return exhausted_quota_reset(headers);
+    };
     if let Some(secs) = parse_non_negative_f64(value) {
         return Some(clamp(secs));
     }
@@ -28,13 +32,47 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
     )
 }
 
-/// `d` plus up to `fraction` of itself, at random.
-pub fn with_jitter(d: Duration, fraction: f64) -> Duration {
-    if d.is_zero() || fraction <= 0.0 {
-        return d;
+/// When the quota of requests or tokens is used up, the time until it resets.
+fn exhausted_quota_reset(headers: &HeaderMap) -> Option<Duration> {
+    ["requests", "tokens"].into_iter().find_map(|quota| {
+        let remaining = header_str(headers, &format!("x-ratelimit-remaining-{quota}"))?;
+        if remaining != "0" {
+            return None;
+        }
+        header_str(headers, &format!("x-ratelimit-reset-{quota}"))
+            .and_then(parse_go_duration)
+            .map(|d| d.min(MAX_HINT))
+    })
+}
+
+/// A duration as providers write it in `x-ratelimit-reset-*`: number-unit pairs with units
+/// `h`, `m`, `s`, `ms` (`20ms`, `1.5s`, `6m0s`, `1h2m`).
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
     }
-    let extra = d.as_secs_f64() * fraction * rand::random::<f64>();
-    d + Duration::from_secs_f64(extra)
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        secs += value * scale;
+    }
+    (secs.is_finite() && secs >= 0.0).then(|| clamp(secs))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -89,12 +127,39 @@ mod tests {
     }
 
     #[test]
-    fn jitter_only_adds_within_fraction() {
-        let d = Duration::from_millis(1000);
-        for _ in 0..100 {
-            let j = with_jitter(d, 0.1);
-            assert!(j >= d && j <= Duration::from_millis(1100), "{j:?}");
+    fn an_exhausted_quota_waits_for_its_reset() {
+        let now = SystemTime::UNIX_EPOCH;
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "6m0.5s"),
+        ]);
+        assert_eq!(
+            parse_retry_after(&h, now),
+            Some(Duration::from_millis(360_500))
+        );
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "12"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "20ms"),
+        ]);
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_millis(20)));
+        // Quota left: no hint from the reset.
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ]);
+        assert_eq!(parse_retry_after(&h, now), None);
+        // retry-after wins over the reset.
+        let h = headers(&[
+            ("retry-after", "2"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ]);
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(2)));
+        for bad in ["", "5", "1x", "ms", "1.2.3s"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
         }
-        assert_eq!(with_jitter(Duration::ZERO, 0.1), Duration::ZERO);
+        assert_eq!(parse_go_duration("1h2m"), Some(Duration::from_secs(3720)));
     }
 }

@@ -113,6 +113,7 @@ fn build_task<T: DeserializeOwned>(
         token: job.token,
         attempt: job.attempt,
         max_attempts: job.max_attempts,
+        created_at: job.created_at,
     };
     // apalis counts the attempt itself when the task starts, so hand it the previous count.
     let prev_attempts = usize::try_from(job.attempt.saturating_sub(1)).unwrap_or(0);

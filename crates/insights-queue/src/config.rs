@@ -11,7 +11,8 @@ use crate::defaults;
 /// `Default` gives: poll 100 ms, lease 30 s, heartbeat 10 s, rescue 15 s, completion flush
 /// at once (no linger) / 1,000 rows, fetch batch at most 200, retry backoff 2 s doubling to a 600 s cap (full
 /// jitter), 8 attempts, 10 s per database round trip, database backoff 100 ms → 5 s, 10 s to
-/// flush completions at shutdown, no LISTEN (polling only).
+/// flush completions at shutdown, no LISTEN (polling only), jobs given up 24 h after they were
+/// enqueued if they are still being snoozed.
 #[derive(Clone)]
 pub struct QueueConfig {
     pub poll_interval: Duration,
@@ -31,6 +32,10 @@ pub struct QueueConfig {
     /// Wait between database retries of the fetch loop, heartbeat, rescuer and completer.
     pub db_backoff: Backoff,
     pub shutdown_flush_timeout: Duration,
+    /// How long a job may keep being snoozed (its attempt given back) after it was enqueued.
+    /// A snooze of an older job discards it ("gave up after <age>: <last error>"), so a job
+    /// that only ever meets infrastructure trouble does not wait forever.
+    pub max_job_age: Duration,
     /// A direct (or session-mode) URL for LISTEN; never a transaction-pooler URL. `None`: poll.
     pub listen_url: Option<String>,
 }
@@ -50,6 +55,7 @@ impl Default for QueueConfig {
             statement_timeout: defaults::STATEMENT_TIMEOUT,
             db_backoff: defaults::DB_BACKOFF,
             shutdown_flush_timeout: defaults::SHUTDOWN_FLUSH_TIMEOUT,
+            max_job_age: defaults::MAX_JOB_AGE,
             listen_url: None,
         }
     }
@@ -71,6 +77,7 @@ impl std::fmt::Debug for QueueConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("db_backoff", &self.db_backoff)
             .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
+            .field("max_job_age", &self.max_job_age)
             .field("listen_url", &self.listen_url.as_ref().map(|_| "<set>"))
             .finish()
     }

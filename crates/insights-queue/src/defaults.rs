@@ -55,6 +55,10 @@ pub const RETRY_BACKOFF: Backoff =
 /// Attempts before a failing job is discarded.
 pub const MAX_ATTEMPTS: i32 = 8;
 
+/// Age past which a snoozed job is discarded instead of scheduled again: a day outlasts any
+/// outage worth waiting for, and an insight a day late is still worth having.
+pub const MAX_JOB_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Upper bound on every database round trip of the queue (begin, statement, commit).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 

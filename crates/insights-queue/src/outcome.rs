@@ -1,10 +1,15 @@
 //! What a handler's result means for its job (the conventions documented in the crate root).
+//!
+//! A snooze gives the attempt back, so attempts alone never end a job that only meets
+//! infrastructure trouble; [`QueueConfig::max_job_age`] does: a snooze of a job enqueued longer
+//! ago than that discards it with "gave up after <age>: <last error>".
 
 use std::error::Error as StdError;
 use std::time::Duration;
 
 use apalis::layers::catch_panic::PanicError;
 use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
+use chrono::{DateTime, Utc};
 
 use crate::config::QueueConfig;
 use crate::error::{Permanent, Snooze};
@@ -20,6 +25,17 @@ pub struct JobLease {
     pub token: i64,
     pub attempt: i32,
     pub max_attempts: i32,
+    /// When the job was enqueued, for [`QueueConfig::max_job_age`] (`None`: not known, never
+    /// aged out).
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl JobLease {
+    /// How long ago the job was enqueued, if known (zero for a clock running behind).
+    pub fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.created_at
+            .map(|at| (now - at).to_std().unwrap_or(Duration::ZERO))
+    }
 }
 
 fn truncate(mut s: String) -> String {
@@ -37,7 +53,8 @@ fn truncate(mut s: String) -> String {
 enum Kind {
     Discard,
     RetryAfter(Duration),
-    Snooze(Duration),
+    /// The delay and the snooze's own reason (without the "snoozed for" preamble).
+    Snooze(Duration, String),
     Retry,
 }
 
@@ -56,7 +73,7 @@ fn kind_of(err: &BoxDynError) -> Kind {
             return Kind::Discard;
         }
         if let Some(s) = e.downcast_ref::<Snooze>() {
-            return Kind::Snooze(s.delay);
+            return Kind::Snooze(s.delay, s.reason.clone());
         }
         if let Some(r) = e.downcast_ref::<RetryAfterError>() {
             return Kind::RetryAfter(r.get_duration());
@@ -92,7 +109,18 @@ pub(crate) fn completion_for<R>(
     let exhausted = lease.attempt >= lease.max_attempts;
     match kind_of(err) {
         Kind::Discard => base("discarded", Duration::ZERO, Some(text), false),
-        Kind::Snooze(delay) => base("scheduled", delay, Some(text), true),
+        Kind::Snooze(delay, reason) => match lease.age(Utc::now()) {
+            Some(age) if age > config.max_job_age => base(
+                "discarded",
+                Duration::ZERO,
+                Some(truncate(format!(
+                    "gave up after {}: {reason}",
+                    whole_seconds(age)
+                ))),
+                false,
+            ),
+            _ => base("scheduled", delay, Some(text), true),
+        },
         Kind::RetryAfter(_) | Kind::Retry if exhausted => base(
             "discarded",
             Duration::ZERO,
@@ -119,6 +147,19 @@ pub(crate) fn completion_for<R>(
     }
 }
 
+/// `age` in whole seconds, humanly (`26h 0m 12s`).
+fn whole_seconds(age: Duration) -> String {
+    let s = age.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        format!("{h}h {m}m {s}s")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +170,7 @@ mod tests {
             token: 2,
             attempt,
             max_attempts: 3,
+            created_at: Some(Utc::now()),
         }
     }
 
@@ -159,6 +201,18 @@ mod tests {
             Err(Box::new(Snooze::new(Duration::from_secs(3), "db down")));
         let c = completion_for(&lease(3), &snooze, &cfg);
         assert_eq!((c.state, c.refund), ("scheduled", true));
+
+        // Past the maximum age a snooze gives up, saying how old the job is and why it waited.
+        let mut old = lease(1);
+        old.created_at = Some(Utc::now() - chrono::Duration::hours(25));
+        let c = completion_for(&old, &snooze, &cfg);
+        assert_eq!((c.state, c.refund), ("discarded", false));
+        let reason = c.error.unwrap_or_default();
+        assert!(reason.starts_with("gave up after 25h 0m "), "{reason}");
+        assert!(reason.ends_with("db down"), "{reason}");
+        // An unknown age never ages out.
+        old.created_at = None;
+        assert_eq!(completion_for(&old, &snooze, &cfg).state, "scheduled");
 
         let other: Result<(), BoxDynError> = Err("plain".into());
         assert_eq!(completion_for(&lease(3), &other, &cfg).state, "discarded");

@@ -22,6 +22,8 @@ pub(crate) struct FetchedJob {
     pub priority: i16,
     pub dedupe_key: Option<String>,
     pub run_at: DateTime<Utc>,
+    /// When the job was enqueued (`None` when the fetch could not see it).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// How a job leaves the running state. `state` is one of available (handed back unstarted),
@@ -99,10 +101,12 @@ pub(crate) fn fetch_sql(
     lease: Duration,
     after: Option<FetchCursor>,
 ) -> Result<String, QueueError> {
+    // The functions predate the job's age; the join reads it (from the statement's snapshot,
+    // so a job enqueued while the statement ran has none and is not aged).
     let head = format!(
-        "SELECT id, payload, attempt, max_attempts, priority, dedupe_key, run_at FROM \
-         insights_queue.{}({}::text, '{limit}'::bigint, {}::text, '{token}'::bigint, \
-         '{}'::bigint",
+        "SELECT f.id, f.payload, f.attempt, f.max_attempts, f.priority, f.dedupe_key, f.run_at, \
+         j.created_at FROM insights_queue.{}({}::text, '{limit}'::bigint, {}::text, \
+         '{token}'::bigint, '{}'::bigint",
         if after.is_some() {
             "fetch_jobs_after"
         } else {
@@ -112,10 +116,11 @@ pub(crate) fn fetch_sql(
         quote_text(worker_id)?,
         ms(lease),
     );
+    let join = "f LEFT JOIN insights_queue.jobs j ON j.id = f.id";
     Ok(match after {
-        None => format!("{head})"),
+        None => format!("{head}) {join}"),
         Some(c) => format!(
-            "{head}, '{}'::smallint, '{}'::timestamptz, '{}'::bigint)",
+            "{head}, '{}'::smallint, '{}'::timestamptz, '{}'::bigint) {join}",
             c.priority,
             c.run_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -164,6 +169,7 @@ pub(crate) async fn fetch(
                 priority: r.try_get("priority")?,
                 dedupe_key: r.try_get("dedupe_key")?,
                 run_at: r.try_get("run_at")?,
+                created_at: r.try_get("created_at")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -1,19 +1,29 @@
-//! Circuit breaker over the app database: after `threshold` consecutive connection errors it
+//! Circuit breaker over the two things every job needs, the app database and the LLM
+//! endpoint. Each has its own count: after `threshold` consecutive connection errors (database)
+//! or outage errors (LLM: connect errors, timeouts, 5xx after the client's inline retries) it
 //! stops the worker from fetching more jobs (through the queue's fetch control) for a growing,
-//! jittered pause, so an outage costs a few probes instead of a storm of failing jobs. Any
-//! success closes it again.
+//! jittered pause, so an outage costs a few probes instead of a storm of failing jobs.
+//!
+//! - Database: once the pause is over, the next job's load is the probe; any success closes it.
+//! - LLM: once the pause is over, [`Breaker::llm_permit`] lets one request through at a time
+//!   (the probe); every other job snoozes without calling the endpoint. Any answer from the
+//!   endpoint (even an error that is the request's own) closes it; another outage error trips
+//!   it again with a longer pause.
+//!
+//! [`Breaker::is_open`] covers both causes (`/readyz` is not ready while either is open).
+//! Fetching stays paused until the latest pause of any cause (or a quota pause) ends.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
+use insights_pg::Backoff;
 
-use crate::defaults::{BREAKER_BASE_PAUSE, BREAKER_MAX_PAUSE};
+use crate::defaults::BREAKER_PAUSE;
 
 /// What the breaker acts on: the queue's fetch loop. Implemented for
 /// `insights_queue::FetchControl`; tests use a fake.
 pub trait FetchGate: Send + Sync + 'static {
-    /// Stop fetching new jobs for `pause` (in-flight jobs continue).
+    /// Stop fetching new jobs for `pause` (in-flight jobs continue), replacing an earlier pause.
     fn pause_for(&self, pause: Duration);
     /// Fetch again now.
     fn resume(&self);
@@ -37,14 +47,101 @@ impl FetchGate for NoGate {
     fn resume(&self) {}
 }
 
+/// One cause's count and pause.
 #[derive(Debug, Default)]
-struct State {
+struct Cause {
     consecutive: u32,
-    /// Trips since the last success: the exponent of the pause.
+    /// Trips since the last success: which wait of the backoff the next pause is.
     trips: u32,
     open: bool,
     paused_until: Option<Instant>,
     total_trips: u64,
+}
+
+impl Cause {
+    /// The pause's end while it runs (only while open).
+    fn pausing(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|u| self.open && now < *u)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    db: Cause,
+    llm: Cause,
+    /// The LLM probe in flight, by number: other jobs wait for its answer.
+    llm_probe: Option<u64>,
+    /// Probes handed out so far (numbers the next one).
+    llm_probes: u64,
+    /// End of a pause asked for by [`Breaker::pause_for`] (quota, credentials).
+    other_pause_until: Option<Instant>,
+}
+
+impl State {
+    /// The end of the longest pause still running, over every cause.
+    fn fetch_paused_until(&self, now: Instant) -> Option<Instant> {
+        [
+            self.db.pausing(now),
+            self.llm.pausing(now),
+            self.other_pause_until.filter(|u| now < *u),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+}
+
+/// Which of the two dependencies a count is about (logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Db,
+    Llm,
+}
+
+impl Which {
+    fn cause<'a>(&self, st: &'a mut State) -> &'a mut Cause {
+        match self {
+            Which::Db => &mut st.db,
+            Which::Llm => &mut st.llm,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Which::Db => "database connection errors",
+            Which::Llm => "LLM endpoint unreachable",
+        }
+    }
+}
+
+/// May this job call the LLM now?
+#[derive(Debug)]
+pub enum LlmPermit {
+    /// The endpoint is presumed up.
+    Go,
+    /// The breaker is open and this job is the one probe; dropping the permit without an
+    /// answer recorded lets the next job probe.
+    Probe(ProbeGuard),
+    /// The endpoint is presumed down (pause running or a probe in flight): come back after
+    /// about this long without calling it.
+    Wait(Duration),
+}
+
+/// Held by the job probing the LLM endpoint; frees the probe slot when dropped (unless an
+/// answer already freed it and a later probe holds it).
+#[derive(Debug)]
+pub struct ProbeGuard {
+    breaker: Breaker,
+    probe: u64,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        let mut st = self.breaker.lock();
+        if st.llm_probe == Some(self.probe) {
+            st.llm_probe = None;
+        }
+    }
 }
 
 /// The breaker's clock; injectable so tests control time.
@@ -57,39 +154,34 @@ pub struct Breaker {
     gate: Arc<dyn FetchGate>,
     clock: Clock,
     threshold: u32,
-    base: Duration,
-    max: Duration,
+    pauses: Backoff,
 }
 
 impl std::fmt::Debug for Breaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Breaker")
             .field("threshold", &self.threshold)
-            .field("open", &self.is_open())
+            .field("db_open", &self.is_db_open())
+            .field("llm_open", &self.is_llm_open())
             .finish()
     }
 }
 
 impl Breaker {
-    /// `threshold` consecutive connection errors trip the breaker (0 is treated as 1).
+    /// `threshold` consecutive errors of one cause trip the breaker (0 is treated as 1).
     pub fn new(threshold: u32, gate: Arc<dyn FetchGate>) -> Self {
-        Self::with_pauses(threshold, gate, BREAKER_BASE_PAUSE, BREAKER_MAX_PAUSE)
+        Self::with_pauses(threshold, gate, BREAKER_PAUSE)
     }
 
-    /// As [`Breaker::new`] with explicit first and largest pause.
-    pub fn with_pauses(
-        threshold: u32,
-        gate: Arc<dyn FetchGate>,
-        base: Duration,
-        max: Duration,
-    ) -> Self {
+    /// As [`Breaker::new`] with an explicit schedule of pauses (the n-th trip since the last
+    /// success pauses `pauses.delay(n)`).
+    pub fn with_pauses(threshold: u32, gate: Arc<dyn FetchGate>, pauses: Backoff) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::default())),
             gate,
             clock: Arc::new(Instant::now),
             threshold: threshold.max(1),
-            base,
-            max: max.max(base),
+            pauses,
         }
     }
 
@@ -105,68 +197,143 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A job reached the database fine: close the breaker and fetch again.
+    /// A job reached the database fine: close the database side and fetch again (unless the
+    /// LLM side still holds fetching).
     pub fn record_success(&self) {
+        self.record_up(Which::Db);
+    }
+
+    /// A job hit a database connection error. Returns the pause when this error tripped the
+    /// breaker. Errors arriving while a pause is still running only count: in-flight jobs
+    /// failing together are one outage, not many.
+    pub fn record_connection_error(&self) -> Option<Duration> {
+        self.record_down(Which::Db)
+    }
+
+    /// The LLM endpoint answered (whatever it said): close the LLM side.
+    pub fn record_llm_answer(&self) {
+        self.record_up(Which::Llm);
+    }
+
+    /// An LLM call ended in an outage error ([`insights_llm::LlmError::is_outage`]). Returns
+    /// the pause when this error tripped the breaker.
+    pub fn record_llm_outage(&self) -> Option<Duration> {
+        self.record_down(Which::Llm)
+    }
+
+    /// Whether a job may call the LLM now; see [`LlmPermit`].
+    pub fn llm_permit(&self) -> LlmPermit {
+        let now = (self.clock)();
         let mut st = self.lock();
-        st.consecutive = 0;
-        st.trips = 0;
-        if st.open {
-            st.open = false;
-            st.paused_until = None;
-            drop(st);
-            tracing::info!("circuit breaker closed: the database answers again, fetching resumes");
-            self.gate.resume();
+        if !st.llm.open {
+            return LlmPermit::Go;
+        }
+        if let Some(until) = st.llm.pausing(now) {
+            return LlmPermit::Wait(until - now);
+        }
+        if st.llm_probe.is_some() {
+            return LlmPermit::Wait(Duration::ZERO);
+        }
+        st.llm_probes += 1;
+        let probe = st.llm_probes;
+        st.llm_probe = Some(probe);
+        drop(st);
+        tracing::info!("LLM endpoint presumed down: one probe request goes through");
+        LlmPermit::Probe(ProbeGuard {
+            breaker: self.clone(),
+            probe,
+        })
+    }
+
+    fn record_up(&self, which: Which) {
+        let now = (self.clock)();
+        let mut st = self.lock();
+        if which == Which::Llm {
+            st.llm_probe = None;
+        }
+        let cause = which.cause(&mut st);
+        cause.consecutive = 0;
+        cause.trips = 0;
+        if !cause.open {
+            return;
+        }
+        cause.open = false;
+        cause.paused_until = None;
+        let still = st.fetch_paused_until(now);
+        drop(st);
+        tracing::info!(
+            cause = which.describe(),
+            "circuit breaker closed: answered again, fetching resumes"
+        );
+        match still {
+            Some(until) => self.gate.pause_for(until - now),
+            None => self.gate.resume(),
         }
     }
 
-    /// A job hit a connection error. Returns the pause when this error tripped the breaker.
-    /// Errors arriving while a pause is still running only count: in-flight jobs failing
-    /// together are one outage, not many.
-    pub fn record_connection_error(&self) -> Option<Duration> {
+    fn record_down(&self, which: Which) -> Option<Duration> {
         let now = (self.clock)();
         let mut st = self.lock();
-        st.consecutive = st.consecutive.saturating_add(1);
-        if st.consecutive < self.threshold {
+        if which == Which::Llm {
+            st.llm_probe = None;
+        }
+        let cause = which.cause(&mut st);
+        cause.consecutive = cause.consecutive.saturating_add(1);
+        if cause.consecutive < self.threshold || cause.pausing(now).is_some() {
             return None;
         }
-        if let Some(until) = st.paused_until
-            && now < until
-        {
-            return None;
-        }
-        let pause = jittered(backoff(self.base, self.max, st.trips));
-        st.trips = st.trips.saturating_add(1);
-        st.total_trips += 1;
-        st.open = true;
-        st.paused_until = Some(now + pause);
-        let consecutive = st.consecutive;
+        cause.trips = cause.trips.saturating_add(1);
+        let pause = self.pauses.delay(cause.trips);
+        cause.total_trips += 1;
+        cause.open = true;
+        cause.paused_until = Some(now + pause);
+        let consecutive = cause.consecutive;
+        let until = st.fetch_paused_until(now).unwrap_or(now + pause);
         drop(st);
         tracing::warn!(
+            cause = which.describe(),
             consecutive_errors = consecutive,
             pause_ms = pause.as_millis() as u64,
-            "circuit breaker open: database connection errors, fetching paused"
+            "circuit breaker open: fetching paused"
         );
-        self.gate.pause_for(pause);
+        self.gate.pause_for(until - now);
         Some(pause)
     }
 
-    /// Pause fetching for a reason other than the database (LLM quota). Does not open the
-    /// breaker (readiness stays green: the database is fine).
+    /// Pause fetching for a reason other than an outage (LLM quota, credentials). Does not
+    /// open the breaker (readiness stays green: the dependencies answer).
     pub fn pause_for(&self, reason: &str, pause: Duration) {
+        let now = (self.clock)();
+        let mut st = self.lock();
+        let mine = now + pause;
+        st.other_pause_until = Some(st.other_pause_until.map_or(mine, |u| u.max(mine)));
+        let until = st.fetch_paused_until(now).unwrap_or(mine);
+        drop(st);
         tracing::warn!(
             reason,
             pause_ms = pause.as_millis() as u64,
             "fetching paused"
         );
-        self.gate.pause_for(pause);
+        self.gate.pause_for(until - now);
     }
 
-    /// Open from the trip until the next success.
+    /// Open (either cause) from a trip until the next success of that cause.
     pub fn is_open(&self) -> bool {
-        self.lock().open
+        let st = self.lock();
+        st.db.open || st.llm.open
     }
 
-    /// Time left in the current pause: while it runs, the database is presumed down and the
+    /// The database side is open.
+    pub fn is_db_open(&self) -> bool {
+        self.lock().db.open
+    }
+
+    /// The LLM side is open.
+    pub fn is_llm_open(&self) -> bool {
+        self.lock().llm.open
+    }
+
+    /// Time left in the database pause: while it runs, the database is presumed down and the
     /// handler does not try it (after it, one probe decides: success closes, failure re-trips).
     pub fn pause_remaining(&self) -> Option<Duration> {
         let now = (self.clock)();
@@ -174,41 +341,22 @@ impl Breaker {
             .map(|until| until.saturating_duration_since(now))
     }
 
-    /// When the current pause ends, while one runs.
+    /// When the current database pause ends, while one runs.
     pub fn paused_until(&self) -> Option<Instant> {
         let now = (self.clock)();
-        let st = self.lock();
-        match st.paused_until {
-            Some(until) if st.open && now < until => Some(until),
-            _ => None,
-        }
+        self.lock().db.pausing(now)
     }
 
-    /// Consecutive connection errors so far.
+    /// Consecutive database connection errors so far.
     pub fn consecutive_errors(&self) -> u32 {
-        self.lock().consecutive
+        self.lock().db.consecutive
     }
 
-    /// How many times the breaker tripped since start.
+    /// How many times the breaker tripped since start (both causes).
     pub fn total_trips(&self) -> u64 {
-        self.lock().total_trips
+        let st = self.lock();
+        st.db.total_trips + st.llm.total_trips
     }
-}
-
-/// `base * 2^trips`, capped at `max`.
-fn backoff(base: Duration, max: Duration, trips: u32) -> Duration {
-    let factor = 1u32.checked_shl(trips.min(20)).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(max)
-}
-
-/// Equal jitter: half fixed, half random, so pauses grow but workers do not probe in lockstep.
-fn jittered(d: Duration) -> Duration {
-    let half = d / 2;
-    let nanos = half.as_nanos().min(u128::from(u64::MAX)) as u64;
-    if nanos == 0 {
-        return d;
-    }
-    half + Duration::from_nanos(rand::random_range(0..=nanos))
 }
 
 #[cfg(test)]
@@ -331,7 +479,7 @@ mod tests {
                 n / 2
             );
         }
-        assert!(pauses.iter().all(|p| *p <= BREAKER_MAX_PAUSE));
+        assert!(pauses.iter().all(|p| *p <= BREAKER_PAUSE.cap));
         assert_eq!(b.total_trips(), 10);
     }
 
@@ -344,11 +492,75 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped_and_never_overflows() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(30);
-        assert_eq!(backoff(base, max, 0), base);
-        assert_eq!(backoff(base, max, 3), Duration::from_secs(8));
-        assert_eq!(backoff(base, max, 1000), max);
+    fn llm_outages_trip_then_one_probe_at_a_time_until_the_endpoint_answers() {
+        let (b, gate, clock) = breaker(3);
+        assert!(matches!(b.llm_permit(), LlmPermit::Go));
+        b.record_llm_outage();
+        b.record_llm_outage();
+        assert!(!b.is_open());
+        let pause = b.record_llm_outage().expect("third outage error trips");
+        assert!(b.is_open() && b.is_llm_open() && !b.is_db_open());
+        assert_eq!(gate.pauses.load(Ordering::SeqCst), 1);
+        // While the pause runs nobody calls the endpoint.
+        assert!(matches!(b.llm_permit(), LlmPermit::Wait(w) if w == pause));
+        clock.advance(pause + Duration::from_millis(1));
+        // After it, exactly one probe at a time.
+        let probe = b.llm_permit();
+        assert!(matches!(probe, LlmPermit::Probe(_)));
+        assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
+        // A probe that ends without an answer (job cancelled) frees the slot.
+        drop(probe);
+        let probe = b.llm_permit();
+        assert!(matches!(probe, LlmPermit::Probe(_)));
+        // The probe met the outage again: a longer pause, no probe until it ends.
+        let second = b.record_llm_outage().expect("a failed probe re-trips");
+        drop(probe);
+        assert!(second >= BREAKER_PAUSE.ceiling(2) / 2);
+        assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
+        clock.advance(second + Duration::from_millis(1));
+        let probe = b.llm_permit();
+        // The endpoint answers: closed, fetching resumes, everyone may call.
+        b.record_llm_answer();
+        assert!(!b.is_open());
+        assert_eq!(gate.resumes.load(Ordering::SeqCst), 1);
+        assert!(matches!(b.llm_permit(), LlmPermit::Go));
+        assert_eq!(b.total_trips(), 2);
+
+        // A later probe is not freed by an earlier probe's guard ending (its job was still
+        // writing).
+        b.record_llm_outage();
+        b.record_llm_outage();
+        let third = b.record_llm_outage().expect("trips again");
+        clock.advance(third + Duration::from_millis(1));
+        let later = b.llm_permit();
+        assert!(matches!(later, LlmPermit::Probe(_)));
+        drop(probe);
+        assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
+        drop(later);
+        assert!(matches!(b.llm_permit(), LlmPermit::Probe(_)));
+    }
+
+    #[test]
+    fn one_cause_closing_keeps_fetching_paused_for_the_other() {
+        let (b, gate, _clock) = breaker(1);
+        let db_pause = b.record_connection_error().expect("trips");
+        b.pause_for("llm quota", Duration::from_secs(60));
+        // The longer pause wins.
+        assert_eq!(gate.last_pause_ms.load(Ordering::SeqCst), 60_000);
+        assert!(db_pause < Duration::from_secs(60));
+        b.record_success();
+        assert!(!b.is_open());
+        // The database is back, but the quota pause still holds fetching.
+        assert_eq!(gate.resumes.load(Ordering::SeqCst), 0);
+        assert_eq!(gate.last_pause_ms.load(Ordering::SeqCst), 60_000);
+
+        let (b, gate, _clock) = breaker(1);
+        b.record_llm_outage().expect("trips");
+        b.record_connection_error().expect("trips");
+        b.record_llm_answer();
+        assert!(b.is_open(), "the database side is still open");
+        assert_eq!(gate.resumes.load(Ordering::SeqCst), 0);
+        b.record_success();
+        assert_eq!(gate.resumes.load(Ordering::SeqCst), 1);
     }
 }

@@ -6,12 +6,17 @@
 
 use std::time::Duration;
 
-/// First pause of the circuit breaker once it trips: long enough for a pooler restart, short
-/// enough that a single blip costs little throughput.
-pub const BREAKER_BASE_PAUSE: Duration = Duration::from_secs(1);
-/// Upper bound of the breaker's pause: an outage never stops fetching for longer than this
-/// between probes.
-pub const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
+use insights_pg::{Backoff, Jitter};
+
+/// Pauses of the circuit breaker, per trip since the last success: 1 s (long enough for a
+/// pooler restart, short enough that a single blip costs little throughput) doubling to 30 s
+/// (an outage never stops fetching for longer than this between probes), up to half taken off
+/// at random so workers do not probe in lockstep.
+pub const BREAKER_PAUSE: Backoff = Backoff::new(
+    Duration::from_secs(1),
+    Duration::from_secs(30),
+    Jitter::Down(0.5),
+);
 
 /// How long a readiness answer from the queue database is reused: a probe that polls
 /// `/readyz` every second must not become a stream of connection attempts during an outage.
@@ -41,14 +46,23 @@ pub const CONNECTION_SNOOZE: Duration = Duration::from_secs(1);
 /// How long a job is snoozed when the LLM quota is exhausted.
 pub const QUOTA_SNOOZE: Duration = Duration::from_secs(60);
 
-/// Retry schedule of the insight write after the LLM answered: a paid-for answer is worth
-/// waiting for, so the write rides out an outage of about this long before the job is snoozed
-/// (and the LLM call will then be paid again).
-pub const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(60);
-/// First delay between write retries.
-pub const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
-/// Largest delay between write retries.
-pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a job is snoozed while the LLM endpoint is presumed down (at least; a server hint
+/// or the breaker's remaining pause may make it longer), jittered up so the jobs do not come
+/// back together. Short for the same reason as [`CONNECTION_SNOOZE`]: the breaker holds
+/// fetching back while the endpoint is down.
+pub const LLM_OUTAGE_SNOOZE: Duration = Duration::from_secs(2);
+/// Spread of the snooze of a job whose LLM call met an outage or a rate limit: never sooner
+/// than the wait, up to half again later.
+pub const LLM_SNOOZE_JITTER: Jitter = Jitter::Up(0.5);
+
+/// Waits between retries of the insight write after the LLM answered (a paid-for answer is
+/// worth waiting for: the write is retried for as long as the job may live): 100 ms doubling
+/// to 5 s, up to half taken off at random.
+pub const WRITE_RETRY: Backoff = Backoff::new(
+    Duration::from_millis(100),
+    Duration::from_secs(5),
+    Jitter::Down(0.5),
+);
 
 /// Least wait of a write the app database's connection gate refused (plus up to as much again
 /// of jitter), so writes waiting on a probe in flight do not spin; the gate's own answer ("next

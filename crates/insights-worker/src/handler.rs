@@ -1,34 +1,49 @@
 //! The job handler: for one lead, load (one short transaction, connection released), re-check
 //! freshness, call the LLM with no connection held, write through the batched writer (riding
-//! out short outages: an answer already paid for is worth waiting for), and map every failure
-//! to a queue outcome.
+//! out outages: an answer already paid for is worth waiting for), and map every failure to a
+//! queue outcome.
 //!
-//! Outcome mapping (see `insights_queue` for what each error does to the job):
-//! - app database connection trouble → `Snooze` (no attempt burned) and the breaker is told;
-//! - other transient database errors → plain error (queue backoff, attempt counted);
+//! A job is discarded only for its own fault; trouble elsewhere snoozes it (the attempt given
+//! back, bounded by the queue's maximum job age). Outcome mapping (see `insights_queue` for
+//! what each error does to the job), in the pure functions [`store_verdict`] and
+//! [`llm_verdict`]:
+//! - app database connection trouble (unreachable, timed out, too many connections 53300)
+//!   → `Snooze`, and the breaker is told;
+//! - other transient database errors (statement or lock timeout 57014/55P03, serialization
+//!   40001, ...) → `Snooze`: the database, not the job, is at fault;
 //! - permanent database errors → `Permanent` (discarded with the reason);
-//! - LLM `RetryLater{after}` or a transient error with a server hint → `RetryAfterError`;
+//! - LLM rate limited (429 `rate_limit_exceeded` after the client's inline retries, or a wait
+//!   beyond its inline limit) → `Snooze` for the server's hint, jittered up (never sooner);
+//! - LLM outage (connect error, timeout, 5xx after the inline retries) → `Snooze`, and the
+//!   breaker's LLM side is told (repeated, it pauses fetching and lets one probe through at a
+//!   time). A 5xx that is really about one request (one lead) snoozes too: from one answer the
+//!   two cannot be told apart, and a snooze costs the lead a wait, not its insight;
+//! - other transient LLM errors (408, 409) → `Snooze`;
 //! - LLM quota / auth / configuration (needs a person) → fetching paused, job snoozed;
-//! - LLM malformed / refused / bad request / truncated → `Permanent` with the reason;
-//! - other LLM errors → plain error.
+//! - LLM malformed / refused / bad request / truncated → `Permanent` with the reason.
+//!
+//! An insight already paid for is written once the database takes it: the write retries
+//! transient errors (per a `Backoff`) for as long as the job may still live.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis_core::error::{BoxDynError, RetryAfterError};
 use apalis_core::task::data::Data;
+use chrono::Utc;
 use insights_core::{InsightJob, InsightRecord, PROMPT_VERSION};
 use insights_llm::{LlmClient, LlmError};
-use insights_queue::{Permanent, Snooze};
+use insights_pg::Jitter;
+use insights_queue::{JobLease, Permanent, Snooze};
 use insights_store::{
     ConversationLoader, InsightWriter, LoadedConversation, StoreError, UpsertOutcome,
 };
 use serde::Serialize;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, LlmPermit};
 use crate::defaults::{
-    CONNECTION_SNOOZE, GATE_REFUSED_MIN_WAIT, QUOTA_PAUSE, QUOTA_SNOOZE, WRITE_RETRY_BUDGET,
-    WRITE_RETRY_MAX, WRITE_RETRY_MIN,
+    CONNECTION_SNOOZE, GATE_REFUSED_MIN_WAIT, LLM_OUTAGE_SNOOZE, LLM_SNOOZE_JITTER, QUOTA_PAUSE,
+    QUOTA_SNOOZE, WRITE_RETRY,
 };
 use crate::metrics::{Metrics, SkipReason, Stage};
 
@@ -60,6 +75,9 @@ pub struct PipelineConfig {
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<PipelineConfig>,
+    /// The queue's `max_job_age`: how long a job may keep waiting, which bounds how long a
+    /// paid-for write keeps retrying.
+    max_job_age: Duration,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -68,7 +86,9 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// What to tell the queue about a failed job.
+/// What to tell the queue about a failed job. [`store_verdict`] and [`llm_verdict`] only
+/// snooze or discard; `RetryAfter` and `Retry` (which spend an attempt) remain for failures
+/// that are the job's own but may pass on another try.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Run again after `delay` without burning an attempt.
@@ -105,15 +125,32 @@ pub fn store_verdict(e: &StoreError) -> (Verdict, bool) {
             true,
         )
     } else if e.is_transient() {
-        (Verdict::Retry { reason }, false)
+        (
+            Verdict::Snooze {
+                delay: CONNECTION_SNOOZE,
+                reason: format!("app database busy: {reason}"),
+            },
+            false,
+        )
     } else {
         (Verdict::Discard { reason }, false)
     }
 }
 
-/// The verdict for an LLM error, and a pause of all fetching when no job can succeed until a
-/// person acts (quota, credentials, configuration).
-pub fn llm_verdict(e: &LlmError) -> (Verdict, Option<Duration>) {
+/// What an LLM error tells the breaker about the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LlmSignal {
+    /// The endpoint answered (the error is about this request or this account's rate).
+    Answered,
+    /// The endpoint looks down: counts towards opening the breaker's LLM side.
+    Outage,
+    /// The endpoint answered, but no job can succeed until a person acts (quota, credentials,
+    /// configuration): pause all fetching this long.
+    PauseFetching(Duration),
+}
+
+/// The verdict for an LLM error, and what it tells the breaker.
+pub fn llm_verdict(e: &LlmError) -> (Verdict, LlmSignal) {
     let reason = e.to_string();
     if e.kind().needs_operator() {
         return (
@@ -121,25 +158,34 @@ pub fn llm_verdict(e: &LlmError) -> (Verdict, Option<Duration>) {
                 delay: QUOTA_SNOOZE,
                 reason,
             },
-            Some(QUOTA_PAUSE),
-        );
-    }
-    if let LlmError::RetryLater { after, .. } = e {
-        return (
-            Verdict::RetryAfter {
-                after: *after,
-                reason,
-            },
-            None,
+            LlmSignal::PauseFetching(QUOTA_PAUSE),
         );
     }
     if e.is_permanent() {
-        return (Verdict::Discard { reason }, None);
+        return (Verdict::Discard { reason }, LlmSignal::Answered);
     }
-    match e.retry_after() {
-        Some(after) => (Verdict::RetryAfter { after, reason }, None),
-        None => (Verdict::Retry { reason }, None),
+    if let LlmError::RetryLater { after, .. } = e {
+        return (
+            Verdict::Snooze {
+                delay: LLM_SNOOZE_JITTER.apply(*after),
+                reason: format!("LLM rate limited: {reason}"),
+            },
+            LlmSignal::Answered,
+        );
     }
+    let wait = e.retry_after().unwrap_or(LLM_OUTAGE_SNOOZE);
+    let signal = if e.is_outage() {
+        LlmSignal::Outage
+    } else {
+        LlmSignal::Answered
+    };
+    (
+        Verdict::Snooze {
+            delay: LLM_SNOOZE_JITTER.apply(wait.max(LLM_OUTAGE_SNOOZE)),
+            reason: format!("LLM unavailable: {reason}"),
+        },
+        signal,
+    )
 }
 
 /// Why a loaded conversation needs no LLM call, if it does not.
@@ -160,17 +206,34 @@ impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
         Self {
             inner: Arc::new(config),
+            max_job_age: insights_queue::defaults::MAX_JOB_AGE,
         }
+    }
+
+    /// The queue's `max_job_age` (default: the queue's default), which bounds how long the
+    /// write of a paid-for insight keeps retrying.
+    pub fn with_max_job_age(mut self, max_job_age: Duration) -> Self {
+        self.max_job_age = max_job_age;
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
-    /// Processes one job; `Err` carries the verdict for the queue.
-    pub async fn process(&self, job: InsightJob) -> Result<JobOutcome, Verdict> {
+    /// Processes one job; `Err` carries the verdict for the queue. `lease` (the queue's view
+    /// of the job) gives its age; without one the job is taken as just enqueued.
+    pub async fn process(
+        &self,
+        job: InsightJob,
+        lease: Option<&JobLease>,
+    ) -> Result<JobOutcome, Verdict> {
         let p = &*self.inner;
         let lead_id = job.lead_id;
+        let age = lease
+            .and_then(|l| l.age(Utc::now()))
+            .unwrap_or(Duration::ZERO);
+        let write_deadline = Instant::now() + self.max_job_age.saturating_sub(age);
 
         // 1. Load: one short statement (shared with concurrent jobs), connection back in the pool
         // before anything else happens.
@@ -204,16 +267,38 @@ impl Pipeline {
             return Ok(self.skip(lead_id, SkipReason::NoMessages));
         };
 
-        // 3. The LLM, with no database connection held.
+        // 3. The LLM, with no database connection held; while it is presumed down only one
+        // probe goes through.
+        let _probe = match p.breaker.llm_permit() {
+            LlmPermit::Go => None,
+            LlmPermit::Probe(guard) => Some(guard),
+            LlmPermit::Wait(remaining) => {
+                return Err(Verdict::Snooze {
+                    delay: LLM_SNOOZE_JITTER.apply(remaining.max(LLM_OUTAGE_SNOOZE)),
+                    reason: "LLM endpoint unavailable (circuit breaker open)".to_owned(),
+                });
+            }
+        };
         let t = Instant::now();
         let insight = p.llm.generate_insight(&conv).await;
         p.metrics.stage(Stage::Llm, t.elapsed());
         let insight = match insight {
-            Ok(i) => i,
+            Ok(i) => {
+                p.breaker.record_llm_answer();
+                i
+            }
             Err(e) => {
-                let (verdict, pause) = llm_verdict(&e);
-                if let Some(pause) = pause {
-                    p.breaker.pause_for(e.kind().as_str(), pause);
+                let (verdict, signal) = llm_verdict(&e);
+                match signal {
+                    LlmSignal::Answered => p.breaker.record_llm_answer(),
+                    LlmSignal::Outage => {
+                        p.metrics.llm_outage_error();
+                        p.breaker.record_llm_outage();
+                    }
+                    LlmSignal::PauseFetching(pause) => {
+                        p.breaker.record_llm_answer();
+                        p.breaker.pause_for(e.kind().as_str(), pause);
+                    }
                 }
                 if matches!(verdict, Verdict::Discard { .. }) {
                     tracing::warn!(lead_id, kind = %e.kind(), error = %e, "LLM failed permanently: discarding job");
@@ -241,7 +326,7 @@ impl Pipeline {
             llm_request_id: insight.request_id,
         };
         let t = Instant::now();
-        let written = self.write_with_retry(record).await;
+        let written = self.write_with_retry(record, write_deadline).await;
         p.metrics.stage(Stage::Write, t.elapsed());
         match written {
             Ok(UpsertOutcome::Written) => {
@@ -269,41 +354,47 @@ impl Pipeline {
         verdict
     }
 
-    /// The LLM answer is paid for: keep trying the write through a short outage rather than
-    /// failing the job (which would pay for the LLM again).
+    /// The LLM answer is paid for: keep trying the write until the database takes it, for as
+    /// long as the job may live (`deadline`), rather than failing the job (which would pay for
+    /// the LLM again).
     ///
     /// While the app database is presumed down, the store's connection gate refuses a write
     /// without a connection attempt and says when its next probe may go; the write comes back
     /// then. Every waiting write wakes at about the same instant, so they go out together in one
     /// batch: one probe, not one per job, and the write lands within one gate backoff (at most
-    /// 2 s) of the database's return rather than after the breaker's (growing) pause.
-    async fn write_with_retry(&self, record: InsightRecord) -> Result<UpsertOutcome, StoreError> {
+    /// 1.5 s) of the database's return rather than after the breaker's (growing) pause.
+    async fn write_with_retry(
+        &self,
+        record: InsightRecord,
+        deadline: Instant,
+    ) -> Result<UpsertOutcome, StoreError> {
         let p = &*self.inner;
-        let deadline = Instant::now() + WRITE_RETRY_BUDGET;
-        let mut delay = WRITE_RETRY_MIN;
+        let mut retries: u32 = 0;
         loop {
             match p.writer.write(record.clone()).await {
                 Ok(outcome) => {
                     p.breaker.record_success();
                     return Ok(outcome);
                 }
-                Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                Err(e) if e.is_transient() => {
                     if e.is_connection() {
                         p.metrics.connection_error();
                         p.breaker.record_connection_error();
                     }
-                    tracing::debug!(lead_id = record.lead_id, error = %e, "insight write failed; retrying");
                     let wait = match &e {
                         StoreError::Unavailable { retry_in, .. } => {
                             (*retry_in).max(GATE_REFUSED_MIN_WAIT)
-                                + GATE_REFUSED_MIN_WAIT.mul_f64(rand::random::<f64>())
+                                + Jitter::Full.apply(GATE_REFUSED_MIN_WAIT)
                         }
                         _ => {
-                            let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
-                            delay = (delay * 2).min(WRITE_RETRY_MAX);
-                            jittered
+                            retries = retries.saturating_add(1);
+                            WRITE_RETRY.delay(retries)
                         }
                     };
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(lead_id = record.lead_id, error = %e, ?wait, "insight write failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
@@ -316,9 +407,10 @@ impl Pipeline {
 pub async fn handle_insight_job(
     job: InsightJob,
     pipeline: Data<Pipeline>,
+    lease: Data<JobLease>,
 ) -> Result<JobOutcome, BoxDynError> {
     let started = Instant::now();
-    let result = pipeline.process(job).await;
+    let result = pipeline.process(job, Some(&lease)).await;
     let m = pipeline.metrics();
     m.job_finished(started.elapsed());
     match result {
@@ -341,6 +433,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use insights_core::{Conversation, Direction, LeadSnapshot, Message};
     use insights_llm::LlmErrorKind;
+    use insights_store::ErrorClass;
 
     fn loaded(booked: bool, messages: usize, stored_secs: Option<i64>) -> LoadedConversation {
         let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).single().unwrap();
@@ -389,80 +482,223 @@ mod tests {
         assert_eq!(skip_reason(&loaded(true, 3, None)), None);
     }
 
-    #[test]
-    fn connection_errors_snooze_and_count_for_the_breaker() {
-        let e = StoreError::Timeout {
-            op: "load_conversation",
-            after: Duration::from_secs(1),
-        };
-        let (v, conn) = store_verdict(&e);
-        assert!(conn);
-        assert!(matches!(v, Verdict::Snooze { delay, .. } if delay == CONNECTION_SNOOZE));
-        let e = StoreError::Decode {
-            op: "load_conversation",
-            detail: "bad".into(),
-        };
-        let (v, conn) = store_verdict(&e);
-        assert!(!conn);
-        assert!(matches!(v, Verdict::Discard { .. }));
+    fn shared(message: &str, class: ErrorClass, connection: bool) -> StoreError {
+        StoreError::Shared {
+            message: message.into(),
+            class,
+            connection,
+        }
+    }
+
+    /// What kind of verdict, for the tables.
+    fn shape(v: &Verdict) -> &'static str {
+        match v {
+            Verdict::Snooze { .. } => "snooze",
+            Verdict::RetryAfter { .. } => "retry_after",
+            Verdict::Discard { .. } => "discard",
+            Verdict::Retry { .. } => "retry",
+        }
     }
 
     #[test]
-    fn llm_errors_map_to_queue_outcomes() {
+    fn store_verdicts_snooze_what_is_not_the_jobs_fault() {
+        let cases = [
+            (
+                "client timeout",
+                StoreError::Timeout {
+                    op: "load_conversation",
+                    after: Duration::from_secs(1),
+                },
+                "snooze",
+                true,
+            ),
+            (
+                "53300 too many connections",
+                shared("53300", ErrorClass::Transient, true),
+                "snooze",
+                true,
+            ),
+            (
+                "57014 statement timeout",
+                shared("57014", ErrorClass::Transient, false),
+                "snooze",
+                false,
+            ),
+            (
+                "55P03 lock timeout",
+                shared("55P03", ErrorClass::Transient, false),
+                "snooze",
+                false,
+            ),
+            (
+                "40001 serialization",
+                shared("40001", ErrorClass::Transient, false),
+                "snooze",
+                false,
+            ),
+            (
+                "decode",
+                StoreError::Decode {
+                    op: "load_conversation",
+                    detail: "bad".into(),
+                },
+                "discard",
+                false,
+            ),
+            (
+                "23505 permanent",
+                shared("23505", ErrorClass::Permanent, false),
+                "discard",
+                false,
+            ),
+        ];
+        for (name, e, want, want_conn) in cases {
+            let (v, conn) = store_verdict(&e);
+            assert_eq!(shape(&v), want, "{name}");
+            assert_eq!(conn, want_conn, "{name}");
+            if let Verdict::Snooze { delay, reason } = &v {
+                assert_eq!(*delay, CONNECTION_SNOOZE, "{name}");
+                assert!(reason.contains(&e.to_string()), "{name}: {reason}");
+            }
+        }
+    }
+
+    fn transient(status: Option<u16>, hint: Option<Duration>) -> LlmError {
+        LlmError::Transient {
+            reason: format!("{status:?}"),
+            status,
+            attempts: 4,
+            retry_after: hint,
+        }
+    }
+
+    #[test]
+    fn llm_verdicts_discard_only_for_the_leads_own_fault() {
+        let permanent = |kind| LlmError::Permanent {
+            kind,
+            status: Some(400),
+            reason: "r".into(),
+        };
+        let cases = [
+            (
+                "rate limited",
+                LlmError::RetryLater {
+                    after: Duration::from_millis(1500),
+                    reason: "429 rate_limit_exceeded".into(),
+                },
+                "snooze",
+                LlmSignal::Answered,
+            ),
+            (
+                "connect error",
+                transient(None, None),
+                "snooze",
+                LlmSignal::Outage,
+            ),
+            (
+                "503",
+                transient(Some(503), None),
+                "snooze",
+                LlmSignal::Outage,
+            ),
+            (
+                "500 with a hint",
+                transient(Some(500), Some(Duration::from_secs(3))),
+                "snooze",
+                LlmSignal::Outage,
+            ),
+            (
+                "408",
+                transient(Some(408), None),
+                "snooze",
+                LlmSignal::Answered,
+            ),
+            (
+                "quota",
+                permanent(LlmErrorKind::Quota),
+                "snooze",
+                LlmSignal::PauseFetching(QUOTA_PAUSE),
+            ),
+            (
+                "auth",
+                permanent(LlmErrorKind::Auth),
+                "snooze",
+                LlmSignal::PauseFetching(QUOTA_PAUSE),
+            ),
+            (
+                "bad request",
+                permanent(LlmErrorKind::BadRequest),
+                "discard",
+                LlmSignal::Answered,
+            ),
+            (
+                "truncated",
+                permanent(LlmErrorKind::Truncated),
+                "discard",
+                LlmSignal::Answered,
+            ),
+            (
+                "malformed",
+                LlmError::Malformed {
+                    reason: "not json".into(),
+                    snippet: "{".into(),
+                    attempts: 3,
+                },
+                "discard",
+                LlmSignal::Answered,
+            ),
+            (
+                "refused",
+                LlmError::Refused {
+                    reason: "content_filter".into(),
+                },
+                "discard",
+                LlmSignal::Answered,
+            ),
+        ];
+        for (name, e, want, want_signal) in cases {
+            let (v, signal) = llm_verdict(&e);
+            assert_eq!(shape(&v), want, "{name}");
+            assert_eq!(signal, want_signal, "{name}");
+            if let Verdict::Discard { reason } = &v {
+                assert_eq!(*reason, e.to_string(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn llm_snoozes_wait_at_least_the_servers_hint_spread_upwards() {
+        let hint = Duration::from_millis(4000);
         let later = LlmError::RetryLater {
-            after: Duration::from_millis(1500),
+            after: hint,
             reason: "429".into(),
         };
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| match llm_verdict(&later).0 {
+                Verdict::Snooze { delay, .. } => delay,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(delays.iter().all(|d| *d >= hint && *d <= hint.mul_f64(1.5)));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
         assert!(
-            matches!(llm_verdict(&later), (Verdict::RetryAfter { after, .. }, None) if after == Duration::from_millis(1500))
+            distinct.len() > 100,
+            "waiting jobs must not return together"
         );
 
-        let quota = LlmError::Permanent {
-            kind: LlmErrorKind::Quota,
-            status: Some(429),
-            reason: "insufficient_quota".into(),
-        };
-        let (v, pause) = llm_verdict(&quota);
-        assert!(matches!(v, Verdict::Snooze { .. }));
-        assert_eq!(pause, Some(QUOTA_PAUSE));
-
-        let malformed = LlmError::Malformed {
-            reason: "not json".into(),
-            snippet: "{".into(),
-            attempts: 3,
-        };
-        assert!(
-            matches!(llm_verdict(&malformed), (Verdict::Discard { reason }, None) if reason.contains("not json"))
-        );
-
-        let refused = LlmError::Refused {
-            reason: "content_filter".into(),
-        };
-        assert!(matches!(
-            llm_verdict(&refused),
-            (Verdict::Discard { .. }, None)
-        ));
-
-        let transient = LlmError::Transient {
-            reason: "503".into(),
-            status: Some(503),
-            attempts: 3,
-            retry_after: None,
-        };
-        assert!(matches!(
-            llm_verdict(&transient),
-            (Verdict::Retry { .. }, None)
-        ));
-        let hinted = LlmError::Transient {
-            reason: "503".into(),
-            status: Some(503),
-            attempts: 3,
-            retry_after: Some(Duration::from_secs(2)),
-        };
-        assert!(matches!(
-            llm_verdict(&hinted),
-            (Verdict::RetryAfter { .. }, None)
-        ));
+        // An outage snoozes at least the outage snooze, or the server's hint when longer.
+        for (e, least) in [
+            (transient(None, None), LLM_OUTAGE_SNOOZE),
+            (
+                transient(Some(503), Some(Duration::from_secs(7))),
+                Duration::from_secs(7),
+            ),
+        ] {
+            let Verdict::Snooze { delay, .. } = llm_verdict(&e).0 else {
+                panic!("outage must snooze");
+            };
+            assert!(delay >= least && delay <= least.mul_f64(1.5), "{delay:?}");
+        }
     }
 
     #[test]

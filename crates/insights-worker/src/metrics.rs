@@ -70,6 +70,7 @@ struct Counters {
     retried: AtomicU64,
     snoozed: AtomicU64,
     connection_errors: AtomicU64,
+    llm_outage_errors: AtomicU64,
     llm_calls: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
@@ -127,6 +128,8 @@ pub struct Snapshot {
     pub retried: u64,
     pub snoozed: u64,
     pub connection_errors: u64,
+    /// LLM calls that ended because the endpoint looked down (connect errors, timeouts, 5xx).
+    pub llm_outage_errors: u64,
     pub llm_calls: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -190,6 +193,9 @@ impl Metrics {
     pub fn connection_error(&self) {
         Self::add(&self.c.connection_errors, 1);
     }
+    pub fn llm_outage_error(&self) {
+        Self::add(&self.c.llm_outage_errors, 1);
+    }
     pub fn llm_call(&self, prompt_tokens: u64, completion_tokens: u64) {
         Self::add(&self.c.llm_calls, 1);
         Self::add(&self.c.prompt_tokens, prompt_tokens);
@@ -240,6 +246,7 @@ impl Metrics {
             retried: get(&self.c.retried),
             snoozed: get(&self.c.snoozed),
             connection_errors: get(&self.c.connection_errors),
+            llm_outage_errors: get(&self.c.llm_outage_errors),
             llm_calls: get(&self.c.llm_calls),
             prompt_tokens: get(&self.c.prompt_tokens),
             completion_tokens: get(&self.c.completion_tokens),
@@ -305,6 +312,11 @@ impl Metrics {
             "insights_db_connection_errors_total",
             "App database connection errors seen by jobs.",
             s.connection_errors,
+        );
+        counter(
+            "insights_llm_outage_errors_total",
+            "LLM calls that found the endpoint down (connect errors, timeouts, 5xx).",
+            s.llm_outage_errors,
         );
         counter(
             "insights_llm_calls_total",

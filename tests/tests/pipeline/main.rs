@@ -9,11 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod db_faults;
 mod demo;
 mod economy;
 mod harness;
 mod llm_faults;
+mod llm_outage;
 mod producer;
+mod rate_limits;
 mod support;
 mod tls;
 

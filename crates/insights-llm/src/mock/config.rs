@@ -16,6 +16,8 @@ pub struct MockLlmConfig {
     pub fail_rate: f64,
     /// Periodic 429 bursts, by global arrival order.
     pub rate_limit: Option<RateLimitBurst>,
+    /// A provider-like request quota: requests beyond it get a 429 `rate_limit_exceeded`.
+    pub request_budget: Option<RequestBudget>,
     /// Fraction of requests answered 200 with content that is not a valid insight.
     pub malformed_rate: f64,
     /// Start in an outage (every request 503 until `set_outage(false)`).
@@ -31,6 +33,7 @@ impl Default for MockLlmConfig {
             latency_jitter: Duration::ZERO,
             fail_rate: 0.0,
             rate_limit: None,
+            request_budget: None,
             malformed_rate: 0.0,
             outage: false,
             seed: 0,
@@ -55,6 +58,31 @@ impl RateLimitBurst {
             return false;
         }
         seq % self.every_n >= self.every_n.saturating_sub(self.burst_len)
+    }
+}
+
+/// At most `requests` chat requests per `per`, metered in fixed windows from the mock's start,
+/// as providers meter requests per minute per key. A request over the budget is answered at
+/// once with 429 `rate_limit_exceeded`, `retry-after-ms` (and `retry-after`) until the window
+/// ends, and the `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests` and
+/// `x-ratelimit-reset-requests` headers. Rejected requests do not count against the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBudget {
+    pub requests: u64,
+    pub per: Duration,
+}
+
+impl RequestBudget {
+    /// The window `since_start` falls in, and the time left in it.
+    pub fn window(&self, since_start: Duration) -> (u64, Duration) {
+        let per = self.per.as_nanos().max(1);
+        let now = since_start.as_nanos();
+        let index = u64::try_from(now / per).unwrap_or(u64::MAX);
+        let left = per - now % per;
+        (
+            index,
+            Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -197,6 +225,19 @@ mod tests {
             ..burst
         };
         assert!(!off.limits(3));
+    }
+
+    #[test]
+    fn budget_windows_are_fixed_from_the_start() {
+        let b = RequestBudget {
+            requests: 10,
+            per: Duration::from_secs(1),
+        };
+        assert_eq!(b.window(Duration::ZERO), (0, Duration::from_secs(1)));
+        assert_eq!(
+            b.window(Duration::from_millis(2_250)),
+            (2, Duration::from_millis(750))
+        );
     }
 
     #[test]

@@ -2,9 +2,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -44,6 +44,42 @@ struct Shared {
     /// Response ids.
     responses: AtomicU64,
     stats: Recorder,
+    /// Start of the request budget's first window.
+    started: Instant,
+    /// The request budget's current window and the requests it admitted.
+    window: Mutex<(u64, u64)>,
+}
+
+/// The request budget's verdict on one request.
+enum Metered {
+    Admitted,
+    /// Over the budget: the budget and the time until the window ends.
+    Limited {
+        limit: u64,
+        reset: Duration,
+    },
+}
+
+impl Shared {
+    fn meter(&self) -> Metered {
+        let Some(budget) = self.cfg.request_budget else {
+            return Metered::Admitted;
+        };
+        let (index, reset) = budget.window(self.started.elapsed());
+        // Plain counters: a poisoned lock still holds usable numbers.
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0 != index {
+            *w = (index, 0);
+        }
+        if w.1 >= budget.requests {
+            return Metered::Limited {
+                limit: budget.requests,
+                reset,
+            };
+        }
+        w.1 += 1;
+        Metered::Admitted
+    }
 }
 
 /// A running mock. Dropping it stops the server (without waiting).
@@ -128,6 +164,8 @@ pub fn serve_mock(listener: tokio::net::TcpListener, cfg: MockLlmConfig) -> io::
         arrivals: AtomicU64::new(0),
         responses: AtomicU64::new(0),
         stats: Recorder::default(),
+        started: Instant::now(),
+        window: Mutex::new((0, 0)),
     });
     let app = router(shared.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -205,6 +243,26 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             None,
             "mock outage",
         );
+    }
+    if let Metered::Limited { limit, reset } = shared.meter() {
+        shared.stats.finish(&lead, Outcome::RateLimited);
+        let mut response = error_response(
+            &shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+            &format!("Rate limit reached for requests: limit {limit}, used {limit}"),
+        );
+        let ms = u64::try_from(reset.as_millis()).unwrap_or(u64::MAX).max(1);
+        let headers = response.headers_mut();
+        headers.insert("retry-after-ms", HeaderValue::from(ms));
+        headers.insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+        headers.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+        headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(0u64));
+        if let Ok(v) = HeaderValue::from_str(&format!("{ms}ms")) {
+            headers.insert("x-ratelimit-reset-requests", v);
+        }
+        return response;
     }
     if let Some(burst) = cfg.rate_limit
         && burst.limits(seq)

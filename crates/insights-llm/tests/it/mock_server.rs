@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use insights_core::Sentiment;
 use insights_llm::mock::{
-    MockHandle, MockLlmConfig, MockStats, PlannedFault, RateLimitBurst, serve_mock,
+    MockHandle, MockLlmConfig, MockStats, PlannedFault, RateLimitBurst, RequestBudget, serve_mock,
 };
 use insights_llm::{LlmClient, LlmConfig, LlmErrorKind};
 use serde_json::json;
@@ -350,4 +350,62 @@ async fn throughput_at_zero_latency() {
         total as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(mock.stats().ok, total as u64);
+}
+
+#[tokio::test]
+async fn a_request_budget_answers_429_rate_limit_exceeded_with_provider_headers() {
+    let mock = start(MockLlmConfig {
+        request_budget: Some(RequestBudget {
+            requests: 3,
+            per: Duration::from_secs(60),
+        }),
+        ..MockLlmConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let post = || {
+        http.post(format!("{}/chat/completions", mock.base_url()))
+            .json(&json!({
+                "model": "m",
+                "messages": [{"role": "user", "content": "[2026-01-01 10:00] Lead: hello"}],
+                "user": "lead-1"
+            }))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(post().await.unwrap().status().as_u16(), 200);
+    }
+    let limited = post().await.unwrap();
+    assert_eq!(limited.status().as_u16(), 429);
+    let header = |name: &str| {
+        limited
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let wait_ms: u64 = header("retry-after-ms").unwrap().parse().unwrap();
+    assert!(wait_ms > 0 && wait_ms <= 60_000, "{wait_ms}");
+    assert_eq!(header("x-ratelimit-limit-requests").as_deref(), Some("3"));
+    assert_eq!(
+        header("x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    assert!(
+        header("x-ratelimit-reset-requests")
+            .unwrap()
+            .ends_with("ms")
+    );
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(mock.stats().rate_limited, 1);
+
+    // The client waits out a short window inline, but a minute-long one is handed back as a
+    // rate limit for the queue to wait, not a failure of the lead.
+    let err = client_for(&mock)
+        .generate_insight(&conversation(1, 2, 20))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), LlmErrorKind::RateLimited);
+    assert!(err.retry_after().unwrap() > Duration::from_secs(1));
 }

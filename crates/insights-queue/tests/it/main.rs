@@ -19,3 +19,4 @@ mod outage;
 mod pooler;
 mod schema_upgrade;
 mod shutdown;
+mod snooze;

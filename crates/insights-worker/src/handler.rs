@@ -482,11 +482,10 @@ mod tests {
         assert_eq!(skip_reason(&loaded(true, 3, None)), None);
     }
 
-    fn shared(message: &str, class: ErrorClass, connection: bool) -> StoreError {
+    fn shared(message: &str, class: ErrorClass) -> StoreError {
         StoreError::Shared {
             message: message.into(),
             class,
-            connection,
         }
     }
 
@@ -514,25 +513,25 @@ mod tests {
             ),
             (
                 "53300 too many connections",
-                shared("53300", ErrorClass::Transient, true),
+                shared("53300", ErrorClass::Connection),
                 "snooze",
                 true,
             ),
             (
                 "57014 statement timeout",
-                shared("57014", ErrorClass::Transient, false),
+                shared("57014", ErrorClass::Transient),
                 "snooze",
                 false,
             ),
             (
                 "55P03 lock timeout",
-                shared("55P03", ErrorClass::Transient, false),
+                shared("55P03", ErrorClass::Transient),
                 "snooze",
                 false,
             ),
             (
                 "40001 serialization",
-                shared("40001", ErrorClass::Transient, false),
+                shared("40001", ErrorClass::Transient),
                 "snooze",
                 false,
             ),
@@ -547,7 +546,7 @@ mod tests {
             ),
             (
                 "23505 permanent",
-                shared("23505", ErrorClass::Permanent, false),
+                shared("23505", ErrorClass::Permanent),
                 "discard",
                 false,
             ),

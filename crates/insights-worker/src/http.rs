@@ -232,10 +232,15 @@ async fn metrics_handler(State(st): State<AppState>) -> Response {
 }
 
 async fn ready_handler(State(st): State<AppState>) -> Response {
-    if st.breaker.as_ref().is_some_and(Breaker::is_open) {
+    if let Some(breaker) = st.breaker.as_ref().filter(|b| b.is_open()) {
+        let cause = match (breaker.is_db_open(), breaker.is_llm_open()) {
+            (true, true) => "app database connection errors and LLM endpoint outage",
+            (false, true) => "LLM endpoint outage",
+            _ => "app database connection errors",
+        };
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: circuit breaker open (app database connection errors)\n",
+            format!("not ready: circuit breaker open ({cause})\n"),
         )
             .into_response();
     }

@@ -178,7 +178,8 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
         llm,
         breaker: breaker.clone(),
         metrics: metrics.clone(),
-    });
+    })
+    .with_max_job_age(queue.config().max_job_age);
     log_start(&options, concurrency);
 
     let switch = StopSwitch::new();

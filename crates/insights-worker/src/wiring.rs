@@ -89,6 +89,7 @@ pub fn queue_config(settings: &Settings) -> QueueConfig {
     QueueConfig {
         default_max_attempts: i32::try_from(settings.max_attempts).unwrap_or(i32::MAX),
         statement_timeout: settings.db_statement_timeout,
+        max_job_age: settings.max_job_age,
         listen_url: settings
             .direct_database_url
             .as_ref()

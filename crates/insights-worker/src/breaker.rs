@@ -8,7 +8,8 @@
 //! - LLM: once the pause is over, [`Breaker::llm_permit`] lets one request through at a time
 //!   (the probe); every other job snoozes without calling the endpoint. Any answer from the
 //!   endpoint (even an error that is the request's own) closes it; another outage error trips
-//!   it again with a longer pause.
+//!   it again with a longer pause. Nothing reaches the endpoint during a pause, so the LLM
+//!   side's pauses ([`LLM_PROBE_PAUSE`]) are short: they are its probe interval.
 //!
 //! [`Breaker::is_open`] covers both causes (`/readyz` is not ready while either is open).
 //! Fetching stays paused until the latest pause of any cause (or a quota pause) ends.
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use insights_pg::Backoff;
 
-use crate::defaults::BREAKER_PAUSE;
+use crate::defaults::{BREAKER_PAUSE, LLM_PROBE_PAUSE};
 
 /// What the breaker acts on: the queue's fetch loop. Implemented for
 /// `insights_queue::FetchControl`; tests use a fake.
@@ -154,7 +155,10 @@ pub struct Breaker {
     gate: Arc<dyn FetchGate>,
     clock: Clock,
     threshold: u32,
+    /// Pauses of the database side.
     pauses: Backoff,
+    /// Pauses of the LLM side: also its probe interval (see [`LLM_PROBE_PAUSE`]).
+    llm_pauses: Backoff,
 }
 
 impl std::fmt::Debug for Breaker {
@@ -173,8 +177,8 @@ impl Breaker {
         Self::with_pauses(threshold, gate, BREAKER_PAUSE)
     }
 
-    /// As [`Breaker::new`] with an explicit schedule of pauses (the n-th trip since the last
-    /// success pauses `pauses.delay(n)`).
+    /// As [`Breaker::new`] with an explicit schedule of pauses for the database side (the n-th
+    /// trip since the last success pauses `pauses.delay(n)`).
     pub fn with_pauses(threshold: u32, gate: Arc<dyn FetchGate>, pauses: Backoff) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::default())),
@@ -182,6 +186,7 @@ impl Breaker {
             clock: Arc::new(Instant::now),
             threshold: threshold.max(1),
             pauses,
+            llm_pauses: LLM_PROBE_PAUSE,
         }
     }
 
@@ -283,7 +288,11 @@ impl Breaker {
             return None;
         }
         cause.trips = cause.trips.saturating_add(1);
-        let pause = self.pauses.delay(cause.trips);
+        let pauses = match which {
+            Which::Db => self.pauses,
+            Which::Llm => self.llm_pauses,
+        };
+        let pause = pauses.delay(cause.trips);
         cause.total_trips += 1;
         cause.open = true;
         cause.paused_until = Some(now + pause);
@@ -515,7 +524,11 @@ mod tests {
         // The probe met the outage again: a longer pause, no probe until it ends.
         let second = b.record_llm_outage().expect("a failed probe re-trips");
         drop(probe);
-        assert!(second >= BREAKER_PAUSE.ceiling(2) / 2);
+        assert!(second >= LLM_PROBE_PAUSE.ceiling(2).mul_f64(0.75));
+        assert!(
+            second <= LLM_PROBE_PAUSE.cap,
+            "the probe interval stays short: {second:?}"
+        );
         assert!(matches!(b.llm_permit(), LlmPermit::Wait(_)));
         clock.advance(second + Duration::from_millis(1));
         let probe = b.llm_permit();

@@ -18,6 +18,17 @@ pub const BREAKER_PAUSE: Backoff = Backoff::new(
     Jitter::Down(0.5),
 );
 
+/// Pauses of fetching while the LLM endpoint is presumed down. Nothing reaches the endpoint
+/// during a pause (a probe is one job's request, and no job is fetched), so the pause is also
+/// the probe interval: short and capped like the database's connection gate, so a recovered
+/// endpoint is found within about 1.5 s, at the cost of one probe request per worker per pause
+/// while it stays down.
+pub const LLM_PROBE_PAUSE: Backoff = Backoff::new(
+    Duration::from_millis(500),
+    Duration::from_millis(1500),
+    Jitter::Down(0.25),
+);
+
 /// How long a readiness answer from the queue database is reused: a probe that polls
 /// `/readyz` every second must not become a stream of connection attempts during an outage.
 pub const READY_CACHE: Duration = Duration::from_secs(2);

@@ -1,7 +1,7 @@
 //! Every size, setting, target and deadline of the benchmarks, in one place.
 //!
-//! Sizes and targets are the contract of issues 2 ("Benchmark") and 3 ("Benchmark"); the CLI may
-//! shrink the sizes for a quick run, never the targets.
+//! The targets are what the queue and the pipeline promise on this project's 2-core reference
+//! machine; the CLI may shrink the sizes for a quick run, never the targets.
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "insights-bench",
-    about = "Benchmarks against their baselines (issues 2 and 3)"
+    about = "Benchmarks of the queue and the pipeline against their baselines"
 )]
 struct Cli {
     #[command(subcommand)]

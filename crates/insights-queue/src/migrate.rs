@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fetch_generic_plan_async_claim",
         sql: include_str!("../migrations/0004_fetch_generic_plan_async_claim.sql"),
     },
+    Migration {
+        version: 5,
+        name: "add_job",
+        sql: include_str!("../migrations/0005_add_job.sql"),
+    },
 ];
 
 /// Bookkeeping of the queue's migrations. Releases before checksums were kept created it with

@@ -136,3 +136,57 @@ async fn run_at_priority_and_max_attempts_are_stored_and_honoured() {
     );
     w.stop().await.unwrap();
 }
+
+/// `insights_queue.add_job` called from SQL (an application's own code or a trigger).
+async fn add_job_from_sql(pool: &sqlx::PgPool, n: i64, key: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT insights_queue.add_job($1, $2, $3)")
+        .bind(Q)
+        .bind(serde_json::to_value(TestJob::ok(n)).unwrap())
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_job_from_sql_dedupes_like_a_push_and_its_job_runs() {
+    let e = env("q_add_job", test_config()).await;
+    let st = TestState::new(e.pool.clone());
+    let first = add_job_from_sql(&e.pool, 7, "lead-7").await;
+    assert!(first.is_some(), "a new key enqueues");
+    assert_eq!(
+        add_job_from_sql(&e.pool, 7, "lead-7").await,
+        None,
+        "the same key while its job is pending enqueues nothing"
+    );
+    let out = e
+        .queue
+        .push(Q, NewJob::new(TestJob::ok(7)).dedupe_key("lead-7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.inserted, out.duplicates),
+        (0, 1),
+        "push sees the same key"
+    );
+    assert_eq!(state_count(&e.pool, "available").await, 1);
+
+    let w = spawn_worker(&e.queue, WorkerSpec::new("w", 2), st.clone());
+    wait_until(secs(30), "the SQL-enqueued job completed", || async {
+        state_count(&e.pool, "completed").await == 1
+    })
+    .await
+    .unwrap();
+    let again = add_job_from_sql(&e.pool, 7, "lead-7").await;
+    assert!(
+        again.is_some() && again != first,
+        "the key is free again once its job finished"
+    );
+    wait_until(secs(30), "the second job completed", || async {
+        state_count(&e.pool, "completed").await == 2
+    })
+    .await
+    .unwrap();
+    w.stop().await.unwrap();
+    assert_eq!(st.attempts_of(7).len(), 2, "each enqueued job ran once");
+}

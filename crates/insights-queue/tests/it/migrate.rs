@@ -16,7 +16,7 @@ async fn migrate_is_idempotent_and_safe_concurrently() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 4, "each migration recorded once");
+    assert_eq!(n, 5, "each migration recorded once");
     let ext: i64 = sqlx::query("SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'")
         .fetch_one(&pool)
         .await

@@ -287,7 +287,16 @@ fn settings(
             vars.insert(name, v.clone());
         }
     }
-    Settings::from_lookup(|name| vars.get(name).cloned().or_else(|| std::env::var(name).ok()))
+    // A flag overrides the variable's `_FILE` companion too, as it overrides the variable.
+    let overridden_file = |name: &str| {
+        name.strip_suffix("_FILE")
+            .is_some_and(|variable| vars.contains_key(variable))
+    };
+    Settings::from_lookup(|name| match vars.get(name) {
+        Some(value) => Some(value.clone()),
+        None if overridden_file(name) => None,
+        None => std::env::var(name).ok(),
+    })
 }
 
 /// Runs one command: settings from the environment and flags, the `insights-worker` call, the
@@ -441,3 +450,4 @@ async fn demo(ov: &Overrides, args: DemoArgs) -> Result<(), Failure> {
     print!("{summary}");
     Ok(())
 }
+

@@ -14,6 +14,7 @@ mod db_faults;
 mod demo;
 mod economy;
 mod harness;
+mod healthcheck;
 mod llm_faults;
 mod llm_outage;
 mod producer;

@@ -57,6 +57,14 @@ impl Proc {
         self.pid
     }
 
+    /// The child's arguments as the system shows them to every user (`/proc/<pid>/cmdline`,
+    /// NUL-separated), read while it runs.
+    pub fn cmdline(&self) -> anyhow::Result<String> {
+        let path = format!("/proc/{}/cmdline", self.pid);
+        let raw = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+        Ok(String::from_utf8_lossy(&raw).replace('\0', " "))
+    }
+
     pub fn log_dir(&self) -> &Path {
         &self.dir
     }

@@ -124,6 +124,9 @@ pub enum Command {
     /// One command on the local Postgres: create, migrate, seed, work with an in-process mock LLM,
     /// print a summary.
     Demo(DemoArgs),
+    /// Exit 0 when this machine's worker answers GET /healthz within 2 s, else 1 (for a
+    /// container's HEALTHCHECK: the image has no curl).
+    Healthcheck,
 }
 
 #[derive(Debug, Args)]
@@ -287,7 +290,16 @@ fn settings(
             vars.insert(name, v.clone());
         }
     }
-    Settings::from_lookup(|name| vars.get(name).cloned().or_else(|| std::env::var(name).ok()))
+    // A flag overrides the variable's `_FILE` companion too, as it overrides the variable.
+    let overridden_file = |name: &str| {
+        name.strip_suffix("_FILE")
+            .is_some_and(|variable| vars.contains_key(variable))
+    };
+    Settings::from_lookup(|name| match vars.get(name) {
+        Some(value) => Some(value.clone()),
+        None if overridden_file(name) => None,
+        None => std::env::var(name).ok(),
+    })
 }
 
 /// Runs one command: settings from the environment and flags, the `insights-worker` call, the
@@ -304,6 +316,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dashboard => Ok(http::run_dashboard(&settings(ov, &[])?).await?),
         Command::MockLlm(args) => mock_llm(args).await,
         Command::Demo(args) => demo(ov, args).await,
+        Command::Healthcheck => healthcheck(ov).await,
     }
 }
 
@@ -440,4 +453,65 @@ async fn demo(ov: &Overrides, args: DemoArgs) -> Result<(), Failure> {
     }
     print!("{summary}");
     Ok(())
+}
+
+/// The bound of the whole health request, connection included.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// GET `/healthz` on the address `INSIGHTS_HTTP_BIND` (or `--http-bind`) names, through
+/// loopback when it binds every interface. Every failure exits 1: a container runtime reserves
+/// exit code 2 of a health check.
+async fn healthcheck(ov: &Overrides) -> Result<(), Failure> {
+    use insights_core::config::INSIGHTS_HTTP_BIND;
+    let set = ov
+        .http_bind
+        .clone()
+        .or_else(|| std::env::var(INSIGHTS_HTTP_BIND.name).ok())
+        .filter(|v| !v.trim().is_empty());
+    let bind = match set {
+        Some(value) => INSIGHTS_HTTP_BIND
+            .parse(&value)
+            .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?,
+        None => INSIGHTS_HTTP_BIND.default_value(),
+    };
+    let url = format!("http://{}/healthz", health_target(bind));
+    let client = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("GET {url}: {}", response.status()).into())
+    }
+}
+
+/// Where a local client reaches a server bound to `bind`: loopback of the same family for an
+/// unspecified address (`0.0.0.0`, `::`), the address itself otherwise.
+fn health_target(bind: SocketAddr) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bind.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_check_reaches_an_unspecified_bind_through_loopback() {
+        let target = |bind: &str| health_target(bind.parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(target("0.0.0.0:9090").to_string(), "127.0.0.1:9090");
+        assert_eq!(target("[::]:9191").to_string(), "[::1]:9191");
+        assert_eq!(target("10.1.2.3:9090").to_string(), "10.1.2.3:9090");
+    }
 }

@@ -12,11 +12,20 @@
 //! process environment: `Settings::from_lookup(|name| std::env::var(name).ok())`. Code that
 //! embeds the worker builds `Settings { database_url: Some(url), ..Settings::default() }`.
 //!
+//! A secret variable (a database URL, a token) may instead name a file that holds its value,
+//! through `<NAME>_FILE`, the way Docker and Kubernetes mount secrets: [`Form::secret`] marks
+//! the row, [`Row::file_name`] names the companion. The file's surrounding whitespace (its
+//! trailing newline) is trimmed; setting both forms is an error naming both; a file that cannot
+//! be read is an error naming the variable and the path, never the content. Files are read
+//! through the second closure of [`Settings::from_sources`], so tests need no file system.
+//!
 //! An empty (or all-whitespace) value counts as unset. Errors name the variable and the expected
 //! form and never echo a secret.
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use url::Url;
@@ -54,6 +63,56 @@ pub trait Form {
     fn echo(&self, raw: &str) -> String {
         raw.to_owned()
     }
+    /// A secret: never shown, and also read from the file `<NAME>_FILE` names.
+    fn secret(&self) -> bool {
+        false
+    }
+}
+
+/// Where values come from: variables by name, and the contents of the files that the `_FILE`
+/// companions of secret variables name.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// Name → value, `None` when unset.
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    /// Path → contents.
+    pub file: &'a dyn Fn(&Path) -> io::Result<String>,
+}
+
+impl Sources<'_> {
+    /// The trimmed value of `name`; `None` when unset, empty or all whitespace.
+    fn set(&self, name: &str) -> Option<String> {
+        (self.var)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The value of `name`, or, for a secret, the contents of the file its `_FILE` companion
+    /// names (whitespace around it trimmed).
+    fn value(&self, name: &'static str, secret: bool) -> Result<Option<String>, ConfigError> {
+        let direct = self.set(name);
+        if !secret {
+            return Ok(direct);
+        }
+        let file = file_name(name);
+        let Some(path) = self.set(&file) else {
+            return Ok(direct);
+        };
+        if direct.is_some() {
+            return Err(ConfigError::BothSet { name, file });
+        }
+        let contents = (self.file)(Path::new(&path)).map_err(|e| ConfigError::Unreadable {
+            file,
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(contents.trim().to_owned()).filter(|v| !v.is_empty()))
+    }
+}
+
+/// The companion variable that names a file holding `name`'s value.
+fn file_name(name: &str) -> String {
+    format!("{name}_FILE")
 }
 
 /// One environment variable: its name, its default, the form it accepts and what it means.
@@ -68,14 +127,16 @@ pub struct Var<F: Form> {
 }
 
 impl<F: Form> Var<F> {
-    /// The variable's value through `lookup` (name → value); the default when it is unset.
-    pub fn read(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<F::Value, ConfigError> {
-        let set = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let raw = set(self.name).or_else(|| self.form.fallback(self.default).and_then(set));
+    /// The variable's value from `sources` (its `_FILE` companion included for a secret, then
+    /// the variable it falls back to, alike); the default when it is unset.
+    pub fn read(&self, sources: &Sources<'_>) -> Result<F::Value, ConfigError> {
+        let secret = self.form.secret();
+        let mut raw = sources.value(self.name, secret)?;
+        if raw.is_none()
+            && let Some(fallback) = self.form.fallback(self.default)
+        {
+            raw = sources.value(fallback, secret)?;
+        }
         match raw {
             Some(raw) => self.parse(&raw),
             None => Ok(self.default_value()),
@@ -128,6 +189,8 @@ pub trait Row {
     fn default_cell(&self) -> String;
     fn expected(&self) -> String;
     fn meaning(&self) -> &'static str;
+    /// The companion variable naming a file that holds the value, for secrets.
+    fn file_name(&self) -> Option<String>;
 }
 
 impl<F: Form> Row for Var<F> {
@@ -145,6 +208,9 @@ impl<F: Form> Row for Var<F> {
     }
     fn meaning(&self) -> &'static str {
         self.meaning
+    }
+    fn file_name(&self) -> Option<String> {
+        self.form.secret().then(|| file_name(self.name))
     }
 }
 
@@ -395,6 +461,9 @@ impl Form for SecretText {
     fn echo(&self, raw: &str) -> String {
         SecretString::new(raw.to_owned()).to_string()
     }
+    fn secret(&self) -> bool {
+        true
+    }
 }
 
 /// A `postgres://` URL; its password is never shown in messages.
@@ -429,6 +498,9 @@ impl Form for PostgresUrl {
     }
     fn echo(&self, raw: &str) -> String {
         DatabaseUrl::new(raw).redacted()
+    }
+    fn secret(&self) -> bool {
+        true
     }
 }
 
@@ -709,9 +781,12 @@ pub const VARIABLES: &[&dyn Row] = &[
 pub fn variables_markdown() -> String {
     let mut out = String::from("| variable | default | accepted | meaning |\n|---|---|---|---|\n");
     for v in VARIABLES {
+        let name = match v.file_name() {
+            Some(file) => format!("`{}` or `{file}`", v.name()),
+            None => format!("`{}`", v.name()),
+        };
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            v.name(),
+            "| {name} | {} | {} | {} |\n",
             v.default_cell(),
             v.expected(),
             v.meaning()
@@ -766,6 +841,15 @@ pub enum ConfigError {
     Missing {
         name: &'static str,
         why: &'static str,
+    },
+    #[error("{name} and {file} are both set: set one of them")]
+    BothSet { name: &'static str, file: String },
+    /// The reason is the system's (not found, permission denied, not UTF-8), never the content.
+    #[error("{file}: cannot read {path}: {reason}")]
+    Unreadable {
+        file: String,
+        path: String,
+        reason: String,
     },
 }
 
@@ -841,12 +925,21 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Reads and validates every variable through `lookup` (name → value).
+    /// Reads and validates every variable through `lookup` (name → value); the files that
+    /// `_FILE` variables name are read from the file system.
     pub fn from_lookup<F>(lookup: F) -> Result<Self, ConfigError>
     where
         F: Fn(&str) -> Option<String>,
     {
-        let get: &dyn Fn(&str) -> Option<String> = &lookup;
+        Settings::from_sources(&Sources {
+            var: &lookup,
+            file: &|path| std::fs::read_to_string(path),
+        })
+    }
+
+    /// Reads and validates every variable from `sources`.
+    pub fn from_sources(sources: &Sources<'_>) -> Result<Self, ConfigError> {
+        let get = sources;
         let database_url = DATABASE_URL.read(get)?;
         let pooler = INSIGHTS_DB_POOLER.read(get)?;
         let queue_database_url = QUEUE_DATABASE_URL.read(get)?;
@@ -940,6 +1033,166 @@ mod tests {
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
+    /// Settings from `vars` and from the files in `files` (path → contents); any other path
+    /// cannot be read.
+    fn settings_with_files(
+        vars: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let files: HashMap<&Path, String> = files
+            .iter()
+            .map(|(p, c)| (Path::new(*p), (*c).to_owned()))
+            .collect();
+        Settings::from_sources(&Sources {
+            var: &|name| vars.get(name).cloned(),
+            file: &|path| {
+                files.get(path).cloned().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::PermissionDenied, "permission denied")
+                })
+            },
+        })
+    }
+
+    #[test]
+    fn every_secret_variable_also_reads_from_a_file() {
+        let with_file: BTreeSet<String> = VARIABLES.iter().filter_map(|v| v.file_name()).collect();
+        let expected: BTreeSet<String> = [
+            "DATABASE_URL_FILE",
+            "QUEUE_DATABASE_URL_FILE",
+            "DIRECT_DATABASE_URL_FILE",
+            "INSIGHTS_LLM_API_KEY_FILE",
+            "OPENAI_API_KEY_FILE",
+            "INSIGHTS_DASHBOARD_TOKEN_FILE",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(with_file, expected);
+        assert!(
+            variables_markdown().contains("| `DATABASE_URL` or `DATABASE_URL_FILE` | required |")
+        );
+        assert!(variables_markdown().contains("| `INSIGHTS_CONCURRENCY` | `8` |"));
+    }
+
+    #[test]
+    fn a_secret_file_gives_its_value_without_the_trailing_newline() {
+        let s = settings_with_files(
+            &[
+                ("DATABASE_URL_FILE", "/run/secrets/db"),
+                ("OPENAI_API_KEY_FILE", "/run/secrets/openai"),
+                ("INSIGHTS_DASHBOARD_TOKEN_FILE", "/run/secrets/dash"),
+                ("INSIGHTS_HTTP_BIND", "0.0.0.0:9090"),
+            ],
+            &[
+                ("/run/secrets/db", "postgres://app:hunter2@db/crm\n"),
+                ("/run/secrets/openai", "sk-from-file\r\n"),
+                ("/run/secrets/dash", "tok-from-file\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.database_url.as_ref().unwrap().expose(),
+            "postgres://app:hunter2@db/crm"
+        );
+        // The queue falls back to the app database, wherever its value came from; the LLM key
+        // falls back to OPENAI_API_KEY's file.
+        assert_eq!(s.queue_database_url, s.database_url);
+        assert_eq!(s.llm_api_key.as_ref().unwrap().expose(), "sk-from-file");
+        assert_eq!(
+            s.dashboard_token.as_ref().unwrap().expose(),
+            "tok-from-file"
+        );
+        // The variable itself wins over the file of the one it falls back to.
+        let s = settings_with_files(
+            &[
+                ("INSIGHTS_LLM_API_KEY", "primary"),
+                ("OPENAI_API_KEY_FILE", "/run/secrets/openai"),
+            ],
+            &[("/run/secrets/openai", "fallback")],
+        )
+        .unwrap();
+        assert_eq!(s.llm_api_key.unwrap().expose(), "primary");
+    }
+
+    #[test]
+    fn a_variable_and_its_file_both_set_is_an_error_naming_both() {
+        let e = settings_with_files(
+            &[
+                ("INSIGHTS_LLM_API_KEY", "sk-topsecret"),
+                ("INSIGHTS_LLM_API_KEY_FILE", "/run/secrets/llm"),
+            ],
+            &[("/run/secrets/llm", "sk-other")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "INSIGHTS_LLM_API_KEY and INSIGHTS_LLM_API_KEY_FILE are both set: set one of them"
+        );
+        assert!(!format!("{e} {e:?}").contains("sk-"));
+        // An empty variable counts as unset, so it does not conflict with its file.
+        let s = settings_with_files(
+            &[("DATABASE_URL", " "), ("DATABASE_URL_FILE", "/s/db")],
+            &[("/s/db", "postgres://u@h/db")],
+        )
+        .unwrap();
+        assert_eq!(s.database_url.unwrap().expose(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_names_the_variable_and_the_path_only() {
+        let e = settings_with_files(&[("DIRECT_DATABASE_URL_FILE", "/run/secrets/missing")], &[])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DIRECT_DATABASE_URL_FILE: cannot read /run/secrets/missing: permission denied"
+        );
+        // A file whose content is refused echoes it redacted, as a refused variable does.
+        let e = settings_with_files(
+            &[("DATABASE_URL_FILE", "/s/db")],
+            &[("/s/db", "mysql://app:hunter2@h/db\n")],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("DATABASE_URL: expected a postgres:// URL"),
+            "{e}"
+        );
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn from_lookup_reads_a_secret_file_from_disk() {
+        let path = std::env::temp_dir().join(format!(
+            "insights-core-secret-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, "tok-on-disk\n").unwrap();
+        let path_text = path.to_string_lossy().into_owned();
+        let read = Settings::from_lookup(|name| {
+            (name == "INSIGHTS_DASHBOARD_TOKEN_FILE").then(|| path_text.clone())
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            read.unwrap().dashboard_token.unwrap().expose(),
+            "tok-on-disk"
+        );
+        let missing = Settings::from_lookup(|name| {
+            (name == "INSIGHTS_DASHBOARD_TOKEN_FILE").then(|| path_text.clone())
+        })
+        .unwrap_err();
+        assert!(
+            missing.to_string().starts_with(&format!(
+                "INSIGHTS_DASHBOARD_TOKEN_FILE: cannot read {path_text}: "
+            )),
+            "{missing}"
+        );
+    }
+
     #[test]
     fn an_empty_environment_is_the_default() {
         assert_eq!(settings(&[]).unwrap(), Settings::default());
@@ -972,7 +1225,10 @@ mod tests {
             None
         })
         .unwrap();
-        let documented: BTreeSet<String> = VARIABLES.iter().map(|v| v.name().to_owned()).collect();
+        let documented: BTreeSet<String> = VARIABLES
+            .iter()
+            .flat_map(|v| std::iter::once(v.name().to_owned()).chain(v.file_name()))
+            .collect();
         assert_eq!(asked.into_inner(), documented);
     }
 
@@ -1013,7 +1269,10 @@ mod tests {
             variables_markdown()
                 .contains("| `INSIGHTS_CONCURRENCY` | `8` | a whole number from 1 to 4096 |")
         );
-        assert!(variables_markdown().contains("| `QUEUE_DATABASE_URL` | `DATABASE_URL` |"));
+        assert!(
+            variables_markdown()
+                .contains("| `QUEUE_DATABASE_URL` or `QUEUE_DATABASE_URL_FILE` | `DATABASE_URL` |")
+        );
     }
 
     #[test]
@@ -1180,7 +1439,7 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let s = settings(&[
-            ("DATABASE_URL", "postgres://app:hunter2@h/db"),
+            ("DATABASE_URL", "postgres://app@h/db?password=hunter2"),
             ("OPENAI_API_KEY", "sk-topsecret"),
             ("INSIGHTS_DASHBOARD_TOKEN", "tok-secret"),
         ])

@@ -6,7 +6,9 @@
 //!
 //! This crate does no I/O: no database, no network, no process environment (configuration is
 //! read through a lookup closure the caller supplies), except reading a profile file and the
-//! files it names. Everything here is pure and unit-tested.
+//! files it names, and the secret files that `_FILE` variables name (`Settings::from_lookup`
+//! reads them; `Settings::from_sources` takes the reader as a closure). Everything else here is
+//! pure and unit-tested.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -19,7 +21,9 @@ pub mod profile;
 pub mod prompt;
 pub mod secret;
 
-pub use config::{ConfigError, PoolerMode, Row, Settings, VARIABLES, Var, variables_markdown};
+pub use config::{
+    ConfigError, PoolerMode, Row, Settings, Sources, VARIABLES, Var, variables_markdown,
+};
 pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
 pub use insight::{
     InsightContent, InsightRecord, InsightValidationError, Sentiment, insight_json_schema,

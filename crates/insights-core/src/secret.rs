@@ -45,6 +45,40 @@ impl<T> fmt::Display for Secret<T> {
 /// pointing at a transaction-mode pooler. sqlx does not know it, so it is stripped before use.
 pub const PGBOUNCER_PARAM: &str = "pgbouncer";
 
+/// Query parameters of a Postgres URL whose value is a secret (libpq's keywords; sqlx reads
+/// `password` too).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// `url` with every password hidden, for messages: the userinfo's and a secret query
+/// parameter's become `***`. Text that is not a URL is not shown at all.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return "[unparseable database URL, redacted]".to_owned();
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have credentials, which have no password.
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref()))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if SECRET_PARAMS.contains(&k.as_ref()) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// A Postgres connection URL. `Debug`/`Display` show it with the password replaced, so the
 /// host, port, user and database stay visible in logs and error messages.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,18 +94,11 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `***` (or a placeholder when it does not parse).
+    /// The URL with its password replaced by `***`, whether it is written in the userinfo or as
+    /// a `?password=` parameter (or a placeholder when the URL does not parse). The one
+    /// redaction of a database URL: every message and `Debug` output that names one uses it.
     pub fn redacted(&self) -> String {
-        match Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    // Fails only for URLs that cannot have credentials, which have no password.
-                    let _ = url.set_password(Some("***"));
-                }
-                url.to_string()
-            }
-            Err(_) => "[unparseable database URL, redacted]".to_owned(),
-        }
+        redact_url(&self.0)
     }
 
     /// `host:port` for one-line error messages ("cannot reach database at host:port").
@@ -166,6 +193,32 @@ mod tests {
         assert!(shown.contains("app:***@"));
         assert_eq!(u.host_port(), "db.example.com:6543");
         assert!(!format!("{:?}", DatabaseUrl::new("not a url with hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_hidden_like_one_in_the_userinfo() {
+        let u = DatabaseUrl::new(
+            "postgres://app@db.example.com/crm?sslmode=require&password=hunter2&application_name=w",
+        );
+        assert_eq!(
+            u.redacted(),
+            "postgres://app@db.example.com/crm?sslmode=require&password=***&application_name=w"
+        );
+        let shown = format!("{u:?} {u}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db?sslpassword=key-pass"),
+            "postgres://u:***@h/db?sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h:5432/db?application_name=a@b"),
+            "postgres://u@h:5432/db?application_name=a@b"
+        );
+        assert!(!redact_url("hunter2").contains("hunter2"));
     }
 
     #[test]

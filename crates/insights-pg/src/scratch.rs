@@ -6,7 +6,8 @@ use std::time::Duration;
 use rand::RngExt;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use crate::url::{redact, replace_database};
+use crate::url::replace_database;
+use insights_core::secret::redact_url;
 
 /// Bound on connecting to the server and on each of `CREATE DATABASE` and `DROP DATABASE`.
 pub const SCRATCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +46,7 @@ impl ScratchDb {
     pub async fn create(admin_url: &str, prefix: &str, label: &str) -> Result<Self, ScratchError> {
         let suffix: u64 = rand::rng().random();
         let name = format!("{prefix}{label}_{suffix:x}");
-        let server = redact(admin_url);
+        let server = redact_url(admin_url);
         let mut conn = bounded(format!("connecting to {server}"), async {
             PgConnection::connect(admin_url)
                 .await

@@ -8,10 +8,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use insights_core::Settings;
-use insights_llm::mock::{MockLlmConfig, serve_mock};
+use insights_core::{DatabaseUrl, Settings};
+use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_queue::Queue;
 use insights_store::{Store, StoreOptions};
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::defaults::{
@@ -127,36 +128,72 @@ fn demo_settings(url: &str, base_url: &str, concurrency: usize) -> Result<Settin
     })
 }
 
-/// Runs the demo end to end.
+/// Runs the demo end to end: the mock LLM, the database (created, migrated, seeded), one
+/// enqueue, a worker until the queue is drained, and the summary.
 pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     let url = opts
         .database_url
         .clone()
         .unwrap_or_else(|| DEMO_DATABASE_URL.to_owned());
+    let mock = start_mock_llm(opts.llm_latency).await?;
+    let settings = demo_settings(&url, &mock.base_url(), opts.concurrency)?;
+    let database = settings.require_database_url()?.redacted();
 
+    let pools = prepare_database(&settings).await?;
+    let outcome = seed_and_drain(&settings, &pools, &opts).await;
+    let mock_stats = mock.stats();
+    let _ = mock.shutdown().await;
+    pools.app.close().await;
+    pools.queue.close().await;
+    let drained = outcome?;
+
+    Ok(summarize(
+        database,
+        &opts,
+        settings.db_pool_max,
+        &drained,
+        mock_stats.total,
+    ))
+}
+
+async fn start_mock_llm(latency: Duration) -> Result<MockHandle, WorkerError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| WorkerError::Runtime(format!("cannot bind the mock LLM: {e}")))?;
-    let mock = serve_mock(listener, MockLlmConfig::with_latency(opts.llm_latency))
-        .map_err(|e| WorkerError::Runtime(format!("cannot start the mock LLM: {e}")))?;
+    serve_mock(listener, MockLlmConfig::with_latency(latency))
+        .map_err(|e| WorkerError::Runtime(format!("cannot start the mock LLM: {e}")))
+}
 
-    let settings = demo_settings(&url, &mock.base_url(), opts.concurrency)?;
-    let db_url = settings.require_database_url()?.clone();
-    let database = db_url.redacted();
-    ensure_database(&settings).await?;
+/// The demo database, created when missing and migrated, and the worker's pools on it.
+async fn prepare_database(settings: &Settings) -> Result<wiring::Pools, WorkerError> {
+    ensure_database(settings).await?;
+    crate::admin::migrate(settings).await?;
+    wiring::pools(settings).await
+}
 
-    crate::admin::migrate(&settings).await?;
-    let pools = wiring::pools(&settings).await?;
-    let app_pool = pools.app.clone();
+/// What seeding and draining the queue produced, for the summary.
+struct Drained {
+    seeded: insights_store::SeedReport,
+    enqueued: u64,
+    wall: Duration,
+    summary: runner::WorkSummary,
+}
+
+/// Seeds `opts.leads` leads, enqueues every stale one and works until the queue is drained.
+async fn seed_and_drain(
+    settings: &Settings,
+    pools: &wiring::Pools,
+    opts: &DemoOptions,
+) -> Result<Drained, WorkerError> {
     let store = Store::new(
-        app_pool.clone(),
+        pools.app.clone(),
         StoreOptions::for_pool(&pools.app_settings),
     );
-    let queue = Queue::new(pools.queue.clone(), wiring::queue_config(&settings));
+    let queue = Queue::new(pools.queue.clone(), wiring::queue_config(settings));
 
     let n = usize::try_from(opts.leads)
         .map_err(|_| WorkerError::Config(format!("--leads: {} is too large", opts.leads)))?;
-    let seeded = insights_store::seed(&app_pool, n, opts.seed)
+    let seeded = insights_store::seed(&pools.app, n, opts.seed)
         .await
         .map_err(store_err)?;
     tracing::info!(
@@ -178,34 +215,42 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     )
     .await?;
 
-    let sampler = runner::pools_sampler(&pools);
-    let mut options = RunOptions::from_settings(&settings)?;
+    let mut options = RunOptions::from_settings(settings)?;
     options.exit_when_idle = true;
     options.http_bind = None;
     options.name = "insights-demo".to_owned();
-    let metrics = Metrics::new();
     let summary = runner::run_worker_with(WorkerParts {
-        store: store.clone(),
+        store,
         queue,
-        llm: wiring::llm_client(&settings)?,
-        metrics: metrics.clone(),
+        llm: wiring::llm_client(settings)?,
+        metrics: Metrics::new(),
         options,
-        backend_sampler: Some(sampler),
+        backend_sampler: Some(runner::pools_sampler(pools)),
         stop: None,
     })
     .await?;
-    let wall = started.elapsed().as_secs_f64();
-    let mock_stats = mock.stats();
-    let _ = mock.shutdown().await;
-    pools.app.close().await;
-    pools.queue.close().await;
-
-    let m = &summary.metrics;
-    Ok(DemoSummary {
-        database,
-        leads_seeded: seeded.leads as u64,
-        booked: seeded.booked as u64,
+    Ok(Drained {
+        seeded,
         enqueued: report.enqueued,
+        wall: started.elapsed(),
+        summary,
+    })
+}
+
+fn summarize(
+    database: String,
+    opts: &DemoOptions,
+    pool_max: u32,
+    drained: &Drained,
+    llm_calls: u64,
+) -> DemoSummary {
+    let m = &drained.summary.metrics;
+    let wall = drained.wall.as_secs_f64();
+    DemoSummary {
+        database,
+        leads_seeded: drained.seeded.leads as u64,
+        booked: drained.seeded.booked as u64,
+        enqueued: drained.enqueued,
         insights_written: m.written,
         skipped: m.skipped,
         failed: m.failed,
@@ -215,18 +260,18 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
         } else {
             0.0
         },
-        llm_calls: mock_stats.total,
+        llm_calls,
         llm_latency_ms: u64::try_from(opts.llm_latency.as_millis()).unwrap_or(u64::MAX),
         concurrency: opts.concurrency,
         p50_ms: m.latency_p50_ms,
         p95_ms: m.latency_p95_ms,
         peak_backends: m.peak_backends,
-        pool_max: settings.db_pool_max,
-        mean_hold_ms: summary.mean_hold_ms,
+        pool_max,
+        mean_hold_ms: drained.summary.mean_hold_ms,
         mean_load_ms: m.mean_load_ms,
         mean_llm_ms: m.mean_llm_ms,
         mean_write_ms: m.mean_write_ms,
-    })
+    }
 }
 
 /// Creates the demo database when the server says it does not exist.
@@ -239,36 +284,64 @@ async fn ensure_database(settings: &Settings) -> Result<(), WorkerError> {
             Ok(())
         }
         Err(e) if e.to_string().contains("does not exist") => {
-            tracing::info!(database = %url.redacted(), "creating the demo database");
-            create_database(url.expose()).await
+            tracing::info!(database = %url, "creating the demo database");
+            create_database(url).await
         }
         Err(e) => Err(store_err(e)),
     }
 }
 
+/// Query parameters libpq's `createdb` must not see: the password travels in `PGPASSWORD`, and
+/// `pgbouncer` is a hint libpq does not know.
+const WITHHELD_PARAMS: [&str; 2] = ["password", insights_core::secret::PGBOUNCER_PARAM];
+
 /// `CREATE DATABASE` through the Postgres client's `createdb` (this crate holds no SQL),
-/// connecting to the server's `postgres` database with the same credentials.
-async fn create_database(url: &str) -> Result<(), WorkerError> {
-    let mut parsed = url::Url::parse(url)
+/// connecting to the server's `postgres` database with the same credentials. The password goes
+/// through the environment (`PGPASSWORD`): a process's arguments are readable by every user of
+/// the machine (`/proc/<pid>/cmdline`, `ps`).
+async fn create_database(url: &DatabaseUrl) -> Result<(), WorkerError> {
+    let mut server = url::Url::parse(url.expose())
         .map_err(|e| WorkerError::Config(format!("DATABASE_URL: not a URL: {e}")))?;
-    let name = parsed.path().trim_start_matches('/').to_owned();
+    let name = server.path().trim_start_matches('/').to_owned();
     if name.is_empty() {
         return Err(WorkerError::Config(
             "DATABASE_URL: expected a database name in the path".to_owned(),
         ));
     }
-    parsed.set_path("/postgres");
-    parsed.set_query(None);
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("createdb")
-            .arg(format!("--maintenance-db={parsed}"))
-            .arg(&name)
-            .output(),
-    )
-    .await
-    .map_err(|_| WorkerError::Runtime("createdb did not finish within 30 s".to_owned()))?
-    .map_err(|e| WorkerError::Runtime(format!("cannot run createdb to create {name}: {e}")))?;
+    let password = server
+        .password()
+        .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned())
+        .or_else(|| {
+            server
+                .query_pairs()
+                .find(|(k, _)| k == "password")
+                .map(|(_, v)| v.into_owned())
+        });
+    let kept: Vec<(String, String)> = server
+        .query_pairs()
+        .filter(|(k, _)| !WITHHELD_PARAMS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    // Fails only for URLs that cannot carry credentials, which have no password to remove.
+    let _ = server.set_password(None);
+    server.set_path("/postgres");
+    server.set_query(None);
+    if !kept.is_empty() {
+        server.query_pairs_mut().extend_pairs(kept);
+    }
+
+    let mut createdb = tokio::process::Command::new("createdb");
+    createdb
+        .arg(format!("--maintenance-db={server}"))
+        .arg(&name)
+        .kill_on_drop(true);
+    if let Some(password) = password {
+        createdb.env("PGPASSWORD", password);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), createdb.output())
+        .await
+        .map_err(|_| WorkerError::Runtime("createdb did not finish within 30 s".to_owned()))?
+        .map_err(|e| WorkerError::Runtime(format!("cannot run createdb to create {name}: {e}")))?;
     if out.status.success() {
         return Ok(());
     }

@@ -2,8 +2,9 @@
 //! where a test needs the store's statistics), the mock LLM or a scripted wiremock LLM. It
 //! proves that every booked lead with a missing or stale insight gets one fresh insight per LLM
 //! answer, that bad input and LLM faults end in the documented outcome, that the producer
-//! enqueues each lead once, that no app-database connection is held while the LLM thinks, and
-//! that `insights demo` runs in one command.
+//! enqueues each lead once, that no app-database connection is held while the LLM thinks, that
+//! secrets read from files never reach output or process arguments, and that `insights demo`
+//! runs in one command.
 //! One test binary; run with `cargo test -p insights-e2e --test pipeline` after building the
 //! binary (`cargo build -p insights-cli --bin insights`, which `scripts/test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,10 +14,12 @@ mod db_faults;
 mod demo;
 mod economy;
 mod harness;
+mod healthcheck;
 mod llm_faults;
 mod llm_outage;
 mod producer;
 mod rate_limits;
+mod secrets;
 mod support;
 mod tls;
 

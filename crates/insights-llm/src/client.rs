@@ -21,7 +21,7 @@ use insights_core::insight::INSIGHT_SCHEMA_NAME;
 use insights_core::{
     Conversation, InsightContent, Prompt, build_prompt, insight_json_schema, parse_insight,
 };
-use insights_pg::{Backoff, Jitter};
+use insights_pg::Jitter;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::json;
@@ -61,8 +61,6 @@ struct Inner {
     /// Parsed once: reqwest would otherwise parse the string on every request.
     endpoint: reqwest::Url,
     response_format: serde_json::Value,
-    /// Waits between transient retries without a server hint.
-    backoff: Backoff,
     /// How a server's hint is spread: never sooner than asked, so callers told the same wait
     /// do not return together.
     hint_jitter: Jitter,
@@ -243,7 +241,6 @@ impl LlmClient {
         });
         Ok(Self {
             inner: Arc::new(Inner {
-                backoff: Backoff::new(cfg.retry_base, cfg.retry_cap, Jitter::Full),
                 hint_jitter: Jitter::Up(defaults::RETRY_AFTER_JITTER),
                 http,
                 cfg,
@@ -342,7 +339,7 @@ impl LlmClient {
             tracing::warn!(lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
             if status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16()) {
                 return Err(LlmError::RetryLater {
-                    after: hint.unwrap_or(cfg.retry_cap),
+                    after: hint.unwrap_or(cfg.retry.cap),
                     reason,
                 });
             }
@@ -356,7 +353,7 @@ impl LlmClient {
         call.transient_retries += 1;
         let wait = match hint {
             Some(hint) => self.inner.hint_jitter.apply(hint),
-            None => self.inner.backoff.delay(call.transient_retries),
+            None => cfg.retry.delay(call.transient_retries),
         };
         tracing::debug!(lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
         Ok(wait)

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use insights_core::{SecretString, Settings};
+use insights_pg::Backoff;
 
 use crate::defaults;
 
@@ -20,10 +21,9 @@ pub struct LlmConfig {
     pub request_timeout: Duration,
     /// Inline retries of transient failures (408/409/429/5xx, connect errors, timeouts).
     pub max_retries: u32,
-    /// First backoff delay of the jittered exponential backoff.
-    pub retry_base: Duration,
-    /// Cap of one backoff delay.
-    pub retry_cap: Duration,
+    /// Waits between inline retries without a server hint; its cap is also the wait handed
+    /// back for a 429 that named none.
+    pub retry: Backoff,
     /// A server-requested wait longer than this becomes [`crate::LlmError::RetryLater`].
     pub max_inline_wait: Duration,
     /// Extra attempts when the content is not valid for the schema.
@@ -45,8 +45,7 @@ impl Default for LlmConfig {
             connect_timeout: defaults::CONNECT_TIMEOUT,
             request_timeout: defaults::REQUEST_TIMEOUT,
             max_retries: defaults::MAX_RETRIES,
-            retry_base: defaults::RETRY_BASE,
-            retry_cap: defaults::RETRY_CAP,
+            retry: defaults::RETRY,
             max_inline_wait: defaults::MAX_INLINE_WAIT,
             malformed_retries: defaults::MALFORMED_RETRIES,
             prompt_budget_chars: defaults::PROMPT_BUDGET_CHARS,
@@ -96,8 +95,7 @@ impl fmt::Debug for LlmConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
-            .field("retry_base", &self.retry_base)
-            .field("retry_cap", &self.retry_cap)
+            .field("retry", &self.retry)
             .field("max_inline_wait", &self.max_inline_wait)
             .field("malformed_retries", &self.malformed_retries)
             .field("prompt_budget_chars", &self.prompt_budget_chars)

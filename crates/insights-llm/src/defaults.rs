@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use insights_pg::{Backoff, Jitter};
+
 /// The built-in mock's address shape; a real deployment always sets `INSIGHTS_LLM_BASE_URL`.
 pub const BASE_URL: &str = "http://127.0.0.1:8089/v1";
 
@@ -23,11 +25,14 @@ pub const REQUEST_TIMEOUT: Duration =
 /// one more smooths over short blips without holding a worker slot for long.
 pub const MAX_RETRIES: u32 = 3;
 
-/// First backoff delay between transient retries (the OpenAI SDKs use 0.5 s).
-pub const RETRY_BASE: Duration = Duration::from_millis(500);
-
-/// Cap on one backoff delay (the OpenAI SDKs use 8 s).
-pub const RETRY_CAP: Duration = Duration::from_secs(8);
+/// Waits between transient retries without a server hint: from 0.5 s doubling up to 8 s, as
+/// the OpenAI SDKs do, with full jitter so clients that failed together do not retry together.
+/// The cap is also the wait handed to the queue for a 429 that named none.
+pub const RETRY: Backoff = Backoff::new(
+    Duration::from_millis(500),
+    Duration::from_secs(8),
+    Jitter::Full,
+);
 
 /// A `retry-after` longer than this is handed back to the caller (`LlmError::RetryLater`) so the
 /// job is rescheduled instead of holding a worker slot while it waits.

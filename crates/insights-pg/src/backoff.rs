@@ -20,6 +20,9 @@ pub enum Jitter {
     /// Uniform in `[d, d·(1+f)]`: never sooner than `d`; for waits a server asked for
     /// (`retry-after`), which must not end early.
     Up(f64),
+    /// Uniform in `[d·(1-f), d·(1+f)]`: the mean stays `d`; for periodic work many workers
+    /// do (a rescue sweep), so they drift out of lockstep without running more or less often.
+    Around(f64),
 }
 
 impl Jitter {
@@ -35,6 +38,10 @@ impl Jitter {
             Jitter::Up(f) => {
                 let spread = d.mul_f64(f.max(0.0));
                 uniform(d, d.saturating_add(spread))
+            }
+            Jitter::Around(f) => {
+                let spread = d.mul_f64(f.clamp(0.0, 1.0));
+                uniform(d - spread, d.saturating_add(spread))
             }
         }
     }
@@ -143,6 +150,8 @@ mod tests {
             assert!((750 * MS..=d).contains(&down), "{down:?}");
             let up = Jitter::Up(0.2).apply(d);
             assert!((d..=1200 * MS).contains(&up), "{up:?}");
+            let around = Jitter::Around(0.2).apply(d);
+            assert!((800 * MS..=1200 * MS).contains(&around), "{around:?}");
         }
         assert_eq!(Jitter::None.apply(d), d);
         assert_eq!(Jitter::Full.apply(Duration::ZERO), Duration::ZERO);
@@ -157,6 +166,16 @@ mod tests {
             "only {} distinct waits in 50",
             draws.len()
         );
+    }
+
+    #[test]
+    fn around_jitter_lands_on_both_sides_of_the_wait() {
+        let d = 1000 * MS;
+        let draws: Vec<_> = (0..200).map(|_| Jitter::Around(0.2).apply(d)).collect();
+        assert!(draws.iter().any(|w| *w < d), "never earlier than {d:?}");
+        assert!(draws.iter().any(|w| *w > d), "never later than {d:?}");
+        // A spread beyond the whole wait is clamped: never a negative wait.
+        assert!(Jitter::Around(3.0).apply(d) <= 2 * d);
     }
 
     #[test]

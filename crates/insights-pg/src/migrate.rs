@@ -34,6 +34,14 @@ impl Migration {
     }
 }
 
+/// A row of the bookkeeping table.
+struct Applied {
+    version: i64,
+    name: String,
+    /// `None`: applied by a runner that kept no checksums.
+    checksum: Option<String>,
+}
+
 /// A schema's migrations and where their bookkeeping lives.
 #[derive(Debug, Clone, Copy)]
 pub struct Migrator {
@@ -131,25 +139,43 @@ impl Migrator {
     }
 
     async fn run_locked(&self, pool: &PgPool) -> Result<MigrateReport, MigrateError> {
+        let mut tx = pool.begin().await.map_err(self.db())?;
+        self.prepare(&mut tx).await?;
+        let applied = self.applied(&mut tx).await?;
+        let mut report = MigrateReport::default();
+        for m in self.migrations {
+            match applied.iter().find(|a| a.version == m.version) {
+                Some(a) => self.verify(&mut tx, m, a).await?,
+                None => {
+                    self.apply(&mut tx, m).await?;
+                    report.applied.push(m.version);
+                }
+            }
+        }
+        tx.commit().await.map_err(self.db())?;
+        Ok(report)
+    }
+
+    /// Takes the lock and makes sure the bookkeeping exists, with checksums.
+    async fn prepare(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), MigrateError> {
         let e = self.db();
-        let mut tx = pool.begin().await.map_err(&e)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(self.lock_key)
             .persistent(false)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(&e)?;
         // A role's or pool's statement_timeout is sized for ordinary statements, not DDL; the
         // run has its own client-side bound. LOCAL: gone at COMMIT, so pooler-safe.
         sqlx::raw_sql("SET LOCAL statement_timeout = 0")
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(&e)?;
         if let Some(schema) = self.schema {
             sqlx::raw_sql(AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(&e)?;
         }
@@ -162,64 +188,84 @@ impl Migrator {
             )",
             self.table
         )))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(&e)?;
-        self.adopt_unchecksummed(&mut tx).await?;
+        self.adopt_unchecksummed(tx).await
+    }
 
-        let applied: Vec<(i64, String, Option<String>)> = sqlx::query_as(AssertSqlSafe(format!(
+    async fn applied(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<Vec<Applied>, MigrateError> {
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT version::bigint, name, checksum FROM {}",
             self.table
         )))
         .persistent(false)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
-        .map_err(&e)?;
-        let mut report = MigrateReport::default();
-        for m in self.migrations {
-            let embedded = m.checksum();
-            if let Some((_, name, stored)) = applied.iter().find(|(v, _, _)| *v == m.version) {
-                let Some(stored) = stored else {
-                    // Applied by a runner that kept no checksums: nothing recorded the text it
-                    // applied, so this binary's text becomes the reference from now on.
-                    self.record_checksum(&mut tx, m.version, &embedded).await?;
-                    continue;
-                };
-                if *stored != embedded {
-                    return Err(MigrateError::Changed {
-                        version: m.version,
-                        name: name.clone(),
-                        applied: stored.clone(),
-                        embedded,
-                    });
-                }
-                continue;
-            }
-            sqlx::raw_sql(AssertSqlSafe(m.sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(&e)?;
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {} (version, name, checksum) VALUES ($1, $2, $3)",
-                self.table
-            )))
-            .bind(m.version)
-            .bind(m.name)
-            .bind(&embedded)
-            .persistent(false)
-            .execute(&mut *tx)
+        .map_err(self.db())?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, name, checksum)| Applied {
+                version,
+                name,
+                checksum,
+            })
+            .collect())
+    }
+
+    /// An applied migration's text must be the one this binary carries.
+    async fn verify(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        m: &Migration,
+        applied: &Applied,
+    ) -> Result<(), MigrateError> {
+        let embedded = m.checksum();
+        match &applied.checksum {
+            // Applied by a runner that kept no checksums: nothing recorded the text it applied,
+            // so this binary's text becomes the reference from now on.
+            None => self.record_checksum(tx, m.version, &embedded).await,
+            Some(stored) if *stored != embedded => Err(MigrateError::Changed {
+                version: m.version,
+                name: applied.name.clone(),
+                applied: stored.clone(),
+                embedded,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        m: &Migration,
+    ) -> Result<(), MigrateError> {
+        let e = self.db();
+        sqlx::raw_sql(AssertSqlSafe(m.sql))
+            .execute(&mut **tx)
             .await
             .map_err(&e)?;
-            tracing::info!(
-                table = self.table,
-                version = m.version,
-                name = m.name,
-                "applied migration"
-            );
-            report.applied.push(m.version);
-        }
-        tx.commit().await.map_err(&e)?;
-        Ok(report)
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (version, name, checksum) VALUES ($1, $2, $3)",
+            self.table
+        )))
+        .bind(m.version)
+        .bind(m.name)
+        .bind(m.checksum())
+        .persistent(false)
+        .execute(&mut **tx)
+        .await
+        .map_err(&e)?;
+        tracing::info!(
+            table = self.table,
+            version = m.version,
+            name = m.name,
+            "applied migration"
+        );
+        Ok(())
     }
 
     async fn record_checksum(

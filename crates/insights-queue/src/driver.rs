@@ -10,6 +10,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use apalis_core::worker::context::WorkerContext;
+use insights_pg::Jitter;
 use rand::RngExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -24,6 +25,9 @@ use crate::stats::WorkerStats;
 
 /// How often the shutdown watcher looks at the worker's state.
 const SHUTDOWN_WATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How the rescue interval is randomised per sweep.
+const RESCUE_JITTER: Jitter = Jitter::Around(0.2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves plain data behind; keep going.
@@ -423,6 +427,88 @@ fn deliver(shared: &Shared, want: usize, jobs: Vec<FetchedJob>) -> FetchSummary 
     FetchSummary { got, last }
 }
 
+/// Where the next fetch starts. Fetches start after the last key fetched, except every
+/// `FULL_SCAN_INTERVAL` and when the part after the cursor ran dry: then a scan from the head
+/// finds jobs that sort earlier (handed back, higher priority, back-dated run_at).
+struct ScanPosition {
+    cursor: Option<FetchCursor>,
+    force_full: bool,
+    last_full: Instant,
+}
+
+impl ScanPosition {
+    fn new() -> Self {
+        Self {
+            cursor: None,
+            force_full: true,
+            last_full: Instant::now(),
+        }
+    }
+
+    /// The key the next fetch starts after; `None`: from the head.
+    fn next_start(&mut self) -> Option<FetchCursor> {
+        if self.force_full
+            || self.cursor.is_none()
+            || self.last_full.elapsed() >= defaults::FULL_SCAN_INTERVAL
+        {
+            self.force_full = false;
+            self.last_full = Instant::now();
+            None
+        } else {
+            self.cursor
+        }
+    }
+
+    /// Takes in what a fetch of `want` jobs found (`bounded`: it started after a cursor).
+    /// Returns whether the queue is drained, so polling should wait.
+    fn record(&mut self, want: usize, bounded: bool, found: &FetchSummary) -> bool {
+        if let Some(c) = found.last
+            && self.cursor.is_none_or(|old| c.key() > old.key())
+        {
+            self.cursor = Some(c);
+        }
+        if found.got >= want {
+            return false;
+        }
+        if bounded {
+            // Dry after the cursor: look from the head at once.
+            self.force_full = true;
+            false
+        } else {
+            self.cursor = None;
+            true
+        }
+    }
+}
+
+/// Issues fetches for the free slots, up to `MAX_OUTSTANDING_FETCHES` on the wire. A second
+/// fetch goes out only for a quarter of the slots or more, so it is worth its connection.
+fn fill_free_slots(
+    shared: &Arc<Shared>,
+    outstanding: &mut futures::stream::FuturesUnordered<FetchFuture>,
+    scan: &mut ScanPosition,
+) {
+    let max_batch = shared.queue.inner.config.fetch_max_batch.max(1);
+    let second_fetch_min = (shared.concurrency / 4).max(1);
+    while outstanding.len() < MAX_OUTSTANDING_FETCHES {
+        let free = shared
+            .concurrency
+            .saturating_sub(shared.in_flight.load(Ordering::Acquire));
+        let enough = if outstanding.is_empty() {
+            1
+        } else {
+            second_fetch_min
+        };
+        if free < enough {
+            break;
+        }
+        let want = free.min(max_batch);
+        let after = scan.next_start();
+        shared.in_flight.fetch_add(want, Ordering::AcqRel);
+        outstanding.push(issue_fetch(shared, want, after));
+    }
+}
+
 /// Slots are reserved (counted in `in_flight`) when a fetch is issued, so concurrent fetches
 /// can never lease more than the free slots; what a fetch did not get is released after.
 async fn fetch_loop(shared: Arc<Shared>) {
@@ -432,16 +518,10 @@ async fn fetch_loop(shared: Arc<Shared>) {
     let cfg = shared.queue.inner.config.clone();
     let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_fetch.clone();
-    let second_fetch_min = (shared.concurrency / 4).max(1);
     let mut outstanding: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
     // Set when a fetch came back short (the queue is drained) or failed: wait before asking.
     let mut wait_until: Option<Instant> = None;
-    // Fetches start after the last key fetched, except every FULL_SCAN_INTERVAL and when the
-    // part after the cursor ran dry: then a scan from the head finds jobs that sort earlier
-    // (handed back, higher priority, back-dated run_at).
-    let mut cursor: Option<FetchCursor> = None;
-    let mut force_full = true;
-    let mut last_full = Instant::now();
+    let mut scan = ScanPosition::new();
     loop {
         let stopping = stop.is_cancelled();
         if stopping && outstanding.is_empty() {
@@ -452,32 +532,7 @@ async fn fetch_loop(shared: Arc<Shared>) {
             wait_until = None;
         }
         if !stopping && paused.is_none() && wait_until.is_none() {
-            while outstanding.len() < MAX_OUTSTANDING_FETCHES {
-                let free = shared
-                    .concurrency
-                    .saturating_sub(shared.in_flight.load(Ordering::Acquire));
-                let enough = if outstanding.is_empty() {
-                    1
-                } else {
-                    second_fetch_min
-                };
-                if free < enough {
-                    break;
-                }
-                let want = free.min(cfg.fetch_max_batch.max(1));
-                let after = if force_full
-                    || cursor.is_none()
-                    || last_full.elapsed() >= defaults::FULL_SCAN_INTERVAL
-                {
-                    force_full = false;
-                    last_full = Instant::now();
-                    None
-                } else {
-                    cursor
-                };
-                shared.in_flight.fetch_add(want, Ordering::AcqRel);
-                outstanding.push(issue_fetch(&shared, want, after));
-            }
+            fill_free_slots(&shared, &mut outstanding, &mut scan);
         }
         let sleep_for = if stopping {
             None
@@ -490,27 +545,14 @@ async fn fetch_loop(shared: Arc<Shared>) {
             // In-flight fetches are awaited even when stopping: their leases are handed back.
             Some((want, bounded, res)) = outstanding.next(), if !outstanding.is_empty() => {
                 match res {
-                    Ok(FetchSummary { got, last }) => {
+                    Ok(found) => {
                         if backoff.failures() > 0 {
                             tracing::info!(worker = %shared.worker_id, "fetch recovered");
                         }
                         backoff.reset();
-                        if let Some(c) = last
-                            && cursor.is_none_or(|old| c.key() > old.key())
-                        {
-                            cursor = Some(c);
-                        }
-                        if got < want {
-                            if bounded {
-                                // Dry after the cursor: look from the head at once.
-                                force_full = true;
-                            } else {
-                                // Drained: poll again later (or when notified).
-                                cursor = None;
-                                if wait_until.is_none() {
-                                    wait_until = Some(Instant::now() + cfg.poll_interval);
-                                }
-                            }
+                        // Drained: poll again later (or when notified).
+                        if scan.record(want, bounded, &found) && wait_until.is_none() {
+                            wait_until = Some(Instant::now() + cfg.poll_interval);
                         }
                     }
                     Err(e) => {
@@ -635,11 +677,9 @@ async fn rescue_loop(shared: Arc<Shared>) {
     let pool = &shared.queue.inner.db;
     let mut backoff = DbBackoff::new(cfg.db_backoff);
     let stop = shared.stop_all.clone();
-    let jitter = |d: Duration| {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-        // ±20%, so many workers do not rescue in lockstep.
-        Duration::from_millis(rand::rng().random_range(ms * 8 / 10..=ms * 12 / 10))
-    };
+    // Many workers rescue; spread around the interval they drift out of lockstep while the
+    // sweeps come as often as configured. Never a zero wait: that would be a tight loop.
+    let jitter = |d: Duration| RESCUE_JITTER.apply(d.max(Duration::from_millis(1)));
     let mut next = jitter(cfg.rescue_interval.min(Duration::from_secs(1)));
     loop {
         tokio::select! {

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use apalis_core::error::{BoxDynError, RetryAfterError};
 use apalis_core::task::data::Data;
 use chrono::Utc;
-use insights_core::{InsightJob, InsightRecord, PROMPT_VERSION};
-use insights_llm::{LlmClient, LlmError};
+use insights_core::{Conversation, InsightJob, InsightRecord, PROMPT_VERSION};
+use insights_llm::{LlmClient, LlmError, LlmInsight};
 use insights_pg::Jitter;
 use insights_queue::{JobLease, Permanent, Snooze};
 use insights_store::{
@@ -228,37 +228,16 @@ impl Pipeline {
         job: InsightJob,
         lease: Option<&JobLease>,
     ) -> Result<JobOutcome, Verdict> {
-        let p = &*self.inner;
         let lead_id = job.lead_id;
         let age = lease
             .and_then(|l| l.age(Utc::now()))
             .unwrap_or(Duration::ZERO);
         let write_deadline = Instant::now() + self.max_job_age.saturating_sub(age);
 
-        // 1. Load: one short statement (shared with concurrent jobs), connection back in the pool
-        // before anything else happens.
-        // While the breaker's pause runs the database is presumed down: do not add to the
-        // connection attempts; come back later without burning an attempt.
-        if p.breaker.pause_remaining().is_some() {
-            return Err(Verdict::Snooze {
-                delay: CONNECTION_SNOOZE,
-                reason: "app database unavailable (circuit breaker open)".to_owned(),
-            });
-        }
-        let t = Instant::now();
-        let loaded = p.loader.load(lead_id).await;
-        p.metrics.stage(Stage::Load, t.elapsed());
-        let loaded = match loaded {
-            Ok(l) => {
-                p.breaker.record_success();
-                l
-            }
-            Err(e) => return Err(self.store_failure(&e)),
-        };
-        let Some(loaded) = loaded else {
+        let Some(loaded) = self.load(lead_id).await? else {
             return Ok(self.skip(lead_id, SkipReason::LeadGone));
         };
-        // 2. Freshness re-check: a duplicate or re-delivered job pays nothing.
+        // A duplicate or re-delivered job pays nothing.
         if let Some(reason) = skip_reason(&loaded) {
             return Ok(self.skip(lead_id, reason));
         }
@@ -266,54 +245,7 @@ impl Pipeline {
         let Some(source_last_message_at) = conv.source_last_message_at() else {
             return Ok(self.skip(lead_id, SkipReason::NoMessages));
         };
-
-        // 3. The LLM, with no database connection held; while it is presumed down only one
-        // probe goes through.
-        let _probe = match p.breaker.llm_permit() {
-            LlmPermit::Go => None,
-            LlmPermit::Probe(guard) => Some(guard),
-            LlmPermit::Wait(remaining) => {
-                return Err(Verdict::Snooze {
-                    delay: LLM_SNOOZE_JITTER.apply(remaining.max(LLM_OUTAGE_SNOOZE)),
-                    reason: "LLM endpoint unavailable (circuit breaker open)".to_owned(),
-                });
-            }
-        };
-        let t = Instant::now();
-        let insight = p.llm.generate_insight(&conv).await;
-        p.metrics.stage(Stage::Llm, t.elapsed());
-        let insight = match insight {
-            Ok(i) => {
-                p.breaker.record_llm_answer();
-                i
-            }
-            Err(e) => {
-                let (verdict, signal) = llm_verdict(&e);
-                match signal {
-                    LlmSignal::Answered => p.breaker.record_llm_answer(),
-                    LlmSignal::Outage => {
-                        p.metrics.llm_outage_error();
-                        p.breaker.record_llm_outage();
-                    }
-                    LlmSignal::PauseFetching(pause) => {
-                        p.breaker.record_llm_answer();
-                        p.breaker.pause_for(e.kind().as_str(), pause);
-                    }
-                }
-                if matches!(verdict, Verdict::Discard { .. }) {
-                    tracing::warn!(lead_id, kind = %e.kind(), error = %e, "LLM failed permanently: discarding job");
-                } else {
-                    tracing::debug!(lead_id, kind = %e.kind(), error = %e, "LLM call failed");
-                }
-                return Err(verdict);
-            }
-        };
-        p.metrics.llm_call(
-            u64::try_from(insight.prompt_tokens).unwrap_or(0),
-            u64::try_from(insight.completion_tokens).unwrap_or(0),
-        );
-
-        // 4. Write (batched with other jobs), retrying transient trouble.
+        let insight = self.generate(lead_id, &conv).await?;
         let record = InsightRecord {
             lead_id,
             content: insight.content,
@@ -325,8 +257,71 @@ impl Pipeline {
             completion_tokens: insight.completion_tokens,
             llm_request_id: insight.request_id,
         };
+        self.write(record, write_deadline).await
+    }
+
+    /// Loads the lead and its newest messages in one short statement (shared with concurrent
+    /// jobs); the connection is back in the pool before anything else happens. `None`: the
+    /// lead is gone.
+    async fn load(&self, lead_id: i64) -> Result<Option<LoadedConversation>, Verdict> {
+        let p = &*self.inner;
+        // While the breaker's pause runs the database is presumed down: adding to the
+        // connection attempts would only prolong that.
+        if p.breaker.pause_remaining().is_some() {
+            return Err(Verdict::Snooze {
+                delay: CONNECTION_SNOOZE,
+                reason: "app database unavailable (circuit breaker open)".to_owned(),
+            });
+        }
         let t = Instant::now();
-        let written = self.write_with_retry(record, write_deadline).await;
+        let loaded = p.loader.load(lead_id).await;
+        p.metrics.stage(Stage::Load, t.elapsed());
+        match loaded {
+            Ok(l) => {
+                p.breaker.record_success();
+                Ok(l)
+            }
+            Err(e) => Err(self.store_failure(&e)),
+        }
+    }
+
+    /// Asks the LLM for the insight, with no database connection held; while the endpoint is
+    /// presumed down only one probe goes through.
+    async fn generate(&self, lead_id: i64, conv: &Conversation) -> Result<LlmInsight, Verdict> {
+        let p = &*self.inner;
+        let _probe = match p.breaker.llm_permit() {
+            LlmPermit::Go => None,
+            LlmPermit::Probe(guard) => Some(guard),
+            LlmPermit::Wait(remaining) => {
+                return Err(Verdict::Snooze {
+                    delay: LLM_SNOOZE_JITTER.apply(remaining.max(LLM_OUTAGE_SNOOZE)),
+                    reason: "LLM endpoint unavailable (circuit breaker open)".to_owned(),
+                });
+            }
+        };
+        let t = Instant::now();
+        let insight = p.llm.generate_insight(conv).await;
+        p.metrics.stage(Stage::Llm, t.elapsed());
+        match insight {
+            Ok(i) => {
+                p.breaker.record_llm_answer();
+                p.metrics.llm_call(
+                    u64::try_from(i.prompt_tokens).unwrap_or(0),
+                    u64::try_from(i.completion_tokens).unwrap_or(0),
+                );
+                Ok(i)
+            }
+            Err(e) => Err(self.llm_failure(lead_id, &e)),
+        }
+    }
+
+    /// Writes the insight (batched with other jobs), retrying transient trouble until
+    /// `deadline`.
+    async fn write(&self, record: InsightRecord, deadline: Instant) -> Result<JobOutcome, Verdict> {
+        let p = &*self.inner;
+        let lead_id = record.lead_id;
+        let t = Instant::now();
+        let written = self.write_with_retry(record, deadline).await;
         p.metrics.stage(Stage::Write, t.elapsed());
         match written {
             Ok(UpsertOutcome::Written) => {
@@ -350,6 +345,28 @@ impl Pipeline {
         if connection {
             self.inner.metrics.connection_error();
             self.inner.breaker.record_connection_error();
+        }
+        verdict
+    }
+
+    fn llm_failure(&self, lead_id: i64, e: &LlmError) -> Verdict {
+        let p = &*self.inner;
+        let (verdict, signal) = llm_verdict(e);
+        match signal {
+            LlmSignal::Answered => p.breaker.record_llm_answer(),
+            LlmSignal::Outage => {
+                p.metrics.llm_outage_error();
+                p.breaker.record_llm_outage();
+            }
+            LlmSignal::PauseFetching(pause) => {
+                p.breaker.record_llm_answer();
+                p.breaker.pause_for(e.kind().as_str(), pause);
+            }
+        }
+        if matches!(verdict, Verdict::Discard { .. }) {
+            tracing::warn!(lead_id, kind = %e.kind(), error = %e, "LLM failed permanently: discarding job");
+        } else {
+            tracing::debug!(lead_id, kind = %e.kind(), error = %e, "LLM call failed");
         }
         verdict
     }

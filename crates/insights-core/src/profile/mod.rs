@@ -251,126 +251,12 @@ impl Profile {
             dir: path.parent().unwrap_or(Path::new("")),
             source,
         };
-
-        let s = raw.statements;
-        let statements = Statements {
-            lead_key: s.lead_key,
-            candidates: cx.text("statements.candidates", s.candidates, s.candidates_file)?,
-            load: cx.text("statements.load", s.load, s.load_file)?,
-            upsert: cx.text("statements.upsert", s.upsert, s.upsert_file)?,
-        };
-        for (field, sql) in [
-            ("statements.candidates", &statements.candidates),
-            ("statements.load", &statements.load),
-            ("statements.upsert", &statements.upsert),
-        ] {
-            if sql.trim().is_empty() {
-                return Err(cx.invalid(field, None, "is empty".into()));
-            }
-        }
-
-        let p = raw.prompt;
-        if p.version.get_ref().trim().is_empty() {
-            return Err(cx.invalid("prompt.version", Some(p.version.span()), "is empty".into()));
-        }
-        let system = cx.text("prompt.system", p.system, p.system_file)?;
-        let message = cx.text("prompt.message", p.message, p.message_file)?;
-        let user = cx.text("prompt.user", p.user, p.user_file)?;
-        let templates = PromptTemplates::new(system, message, user).map_err(|e| {
-            let field = match &e {
-                TemplateError::Compile { template, .. }
-                | TemplateError::UnknownVariables { template, .. } => format!("prompt.{template}"),
-            };
-            cx.invalid(&field, None, e.to_string())
-        })?;
-        let budget_chars = cx.positive("prompt.budget_chars", p.budget_chars)?;
-        let max_messages = cx.positive("prompt.max_messages", p.max_messages)?;
-
-        let o = raw.output;
-        let schema = match (o.schema, o.schema_file) {
-            (Some(schema), None) => schema,
-            (None, Some(file)) => {
-                let text = cx.read("output.schema_file", &file)?;
-                serde_json::from_str(&text).map_err(|e| {
-                    cx.invalid(
-                        "output.schema_file",
-                        Some(file.span()),
-                        format!("{} is not JSON: {e}", cx.dir.join(file.get_ref()).display()),
-                    )
-                })?
-            }
-            (Some(_), Some(_)) => {
-                return Err(cx.invalid(
-                    "output.schema",
-                    None,
-                    "give either schema or schema_file, not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(cx.invalid(
-                    "output.schema",
-                    None,
-                    "missing: give schema or schema_file".into(),
-                ));
-            }
-        };
-        let schema = OutputSchema::compile(schema)
-            .map_err(|e| cx.invalid("output.schema", None, e.to_string()))?;
-        let schema_name = match o.schema_name {
-            None => INSIGHT_SCHEMA_NAME.to_owned(),
-            Some(name) => {
-                let ok = (1..=64).contains(&name.get_ref().len())
-                    && name
-                        .get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !ok {
-                    return Err(cx.invalid(
-                        "output.schema_name",
-                        Some(name.span()),
-                        "must be 1 to 64 letters, digits, '_' or '-'".into(),
-                    ));
-                }
-                name.into_inner()
-            }
-        };
-
-        let l = raw.llm;
-        if let Some(t) = &l.temperature
-            && !(0.0..=2.0).contains(t.get_ref())
-        {
-            return Err(cx.invalid(
-                "llm.temperature",
-                Some(t.span()),
-                format!("{} is outside 0 to 2", t.get_ref()),
-            ));
-        }
-        if let Some(m) = &l.model
-            && m.get_ref().trim().is_empty()
-        {
-            return Err(cx.invalid("llm.model", Some(m.span()), "is empty".into()));
-        }
-
         Ok(Self {
             origin: Some(path.to_owned()),
-            statements: Some(statements),
-            prompt: PromptProfile {
-                version: p.version.into_inner(),
-                templates,
-                budget_chars,
-                max_messages,
-            },
-            output: OutputProfile {
-                schema_name,
-                schema,
-                structured: o.structured.unwrap_or(true),
-            },
-            llm: LlmProfile {
-                model: l.model.map(Spanned::into_inner),
-                temperature: l.temperature.map(Spanned::into_inner),
-                max_output_tokens: cx.positive("llm.max_output_tokens", l.max_output_tokens)?,
-                token_limit_parameter: l.token_limit_parameter.unwrap_or_default(),
-            },
+            statements: Some(raw.statements.resolve(&cx)?),
+            prompt: raw.prompt.resolve(&cx)?,
+            output: raw.output.resolve(&cx)?,
+            llm: raw.llm.resolve(&cx)?,
         })
     }
 
@@ -518,6 +404,146 @@ struct RawLlm {
     temperature: Option<Spanned<f64>>,
     max_output_tokens: Option<Spanned<u32>>,
     token_limit_parameter: Option<TokenLimitParameter>,
+}
+
+impl RawStatements {
+    fn resolve(self, cx: &Resolver<'_>) -> Result<Statements, ProfileError> {
+        let statements = Statements {
+            lead_key: self.lead_key,
+            candidates: cx.text(
+                "statements.candidates",
+                self.candidates,
+                self.candidates_file,
+            )?,
+            load: cx.text("statements.load", self.load, self.load_file)?,
+            upsert: cx.text("statements.upsert", self.upsert, self.upsert_file)?,
+        };
+        for (field, sql) in [
+            ("statements.candidates", &statements.candidates),
+            ("statements.load", &statements.load),
+            ("statements.upsert", &statements.upsert),
+        ] {
+            if sql.trim().is_empty() {
+                return Err(cx.invalid(field, None, "is empty".into()));
+            }
+        }
+        Ok(statements)
+    }
+}
+
+impl RawPrompt {
+    fn resolve(self, cx: &Resolver<'_>) -> Result<PromptProfile, ProfileError> {
+        if self.version.get_ref().trim().is_empty() {
+            return Err(cx.invalid(
+                "prompt.version",
+                Some(self.version.span()),
+                "is empty".into(),
+            ));
+        }
+        let system = cx.text("prompt.system", self.system, self.system_file)?;
+        let message = cx.text("prompt.message", self.message, self.message_file)?;
+        let user = cx.text("prompt.user", self.user, self.user_file)?;
+        let templates = PromptTemplates::new(system, message, user).map_err(|e| {
+            let field = match &e {
+                TemplateError::Compile { template, .. }
+                | TemplateError::UnknownVariables { template, .. } => format!("prompt.{template}"),
+            };
+            cx.invalid(&field, None, e.to_string())
+        })?;
+        Ok(PromptProfile {
+            budget_chars: cx.positive("prompt.budget_chars", self.budget_chars)?,
+            max_messages: cx.positive("prompt.max_messages", self.max_messages)?,
+            version: self.version.into_inner(),
+            templates,
+        })
+    }
+}
+
+impl RawOutput {
+    fn resolve(self, cx: &Resolver<'_>) -> Result<OutputProfile, ProfileError> {
+        let schema = schema_value(cx, self.schema, self.schema_file)?;
+        let schema = OutputSchema::compile(schema)
+            .map_err(|e| cx.invalid("output.schema", None, e.to_string()))?;
+        let schema_name = match self.schema_name {
+            None => INSIGHT_SCHEMA_NAME.to_owned(),
+            Some(name) => {
+                let ok = (1..=64).contains(&name.get_ref().len())
+                    && name
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !ok {
+                    return Err(cx.invalid(
+                        "output.schema_name",
+                        Some(name.span()),
+                        "must be 1 to 64 letters, digits, '_' or '-'".into(),
+                    ));
+                }
+                name.into_inner()
+            }
+        };
+        Ok(OutputProfile {
+            schema_name,
+            schema,
+            structured: self.structured.unwrap_or(true),
+        })
+    }
+}
+
+/// The schema as JSON, given inline or as a file.
+fn schema_value(
+    cx: &Resolver<'_>,
+    inline: Option<serde_json::Value>,
+    file: Option<Spanned<String>>,
+) -> Result<serde_json::Value, ProfileError> {
+    match (inline, file) {
+        (Some(schema), None) => Ok(schema),
+        (None, Some(file)) => {
+            let text = cx.read("output.schema_file", &file)?;
+            serde_json::from_str(&text).map_err(|e| {
+                cx.invalid(
+                    "output.schema_file",
+                    Some(file.span()),
+                    format!("{} is not JSON: {e}", cx.dir.join(file.get_ref()).display()),
+                )
+            })
+        }
+        (Some(_), Some(_)) => Err(cx.invalid(
+            "output.schema",
+            None,
+            "give either schema or schema_file, not both".into(),
+        )),
+        (None, None) => Err(cx.invalid(
+            "output.schema",
+            None,
+            "missing: give schema or schema_file".into(),
+        )),
+    }
+}
+
+impl RawLlm {
+    fn resolve(self, cx: &Resolver<'_>) -> Result<LlmProfile, ProfileError> {
+        if let Some(t) = &self.temperature
+            && !(0.0..=2.0).contains(t.get_ref())
+        {
+            return Err(cx.invalid(
+                "llm.temperature",
+                Some(t.span()),
+                format!("{} is outside 0 to 2", t.get_ref()),
+            ));
+        }
+        if let Some(m) = &self.model
+            && m.get_ref().trim().is_empty()
+        {
+            return Err(cx.invalid("llm.model", Some(m.span()), "is empty".into()));
+        }
+        Ok(LlmProfile {
+            model: self.model.map(Spanned::into_inner),
+            temperature: self.temperature.map(Spanned::into_inner),
+            max_output_tokens: cx.positive("llm.max_output_tokens", self.max_output_tokens)?,
+            token_limit_parameter: self.token_limit_parameter.unwrap_or_default(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -232,68 +232,20 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let lead = lead_key(request.user.as_deref());
     let arrival = shared.stats.arrive(&lead);
     let seq = shared.arrivals.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = refuse_at_the_door(&shared, &lead, seq) {
+        return refused;
+    }
     let cfg = &shared.cfg;
-
-    if shared.outage.load(Ordering::SeqCst) {
-        shared.stats.finish(&lead, Outcome::Outage);
-        return error_response(
-            &shared,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            None,
-            "mock outage",
-        );
-    }
-    if let Metered::Limited { limit, reset } = shared.meter() {
-        shared.stats.finish(&lead, Outcome::RateLimited);
-        let mut response = error_response(
-            &shared,
-            StatusCode::TOO_MANY_REQUESTS,
-            "requests",
-            Some("rate_limit_exceeded"),
-            &format!("Rate limit reached for requests: limit {limit}, used {limit}"),
-        );
-        let ms = u64::try_from(reset.as_millis()).unwrap_or(u64::MAX).max(1);
-        let headers = response.headers_mut();
-        headers.insert("retry-after-ms", HeaderValue::from(ms));
-        headers.insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
-        headers.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
-        headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(0u64));
-        if let Ok(v) = HeaderValue::from_str(&format!("{ms}ms")) {
-            headers.insert("x-ratelimit-reset-requests", v);
-        }
-        return response;
-    }
-    if let Some(burst) = cfg.rate_limit
-        && burst.limits(seq)
-    {
-        shared.stats.finish(&lead, Outcome::RateLimited);
-        let mut response = error_response(
-            &shared,
-            StatusCode::TOO_MANY_REQUESTS,
-            "requests",
-            Some("rate_limit_exceeded"),
-            "mock rate limit burst",
-        );
-        let headers = response.headers_mut();
-        headers.insert("retry-after-ms", HeaderValue::from(burst.retry_after_ms));
-        headers.insert(
-            "retry-after",
-            HeaderValue::from(burst.retry_after_ms.div_ceil(1000)),
-        );
-        return response;
-    }
-
-    let fault = cfg.planned_fault(&lead, arrival.nth_for_lead);
+    let nth = arrival.nth_for_lead;
+    let fault = cfg.planned_fault(&lead, nth);
     {
         // The guard keeps the in-flight count right even if the client hangs up mid-sleep.
         let _in_flight = shared.stats.in_flight();
-        let latency = cfg.latency_for(&lead, arrival.nth_for_lead);
+        let latency = cfg.latency_for(&lead, nth);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
     }
-
     match fault {
         Some(PlannedFault::ServerError) => {
             shared.stats.finish(&lead, Outcome::ServerError);
@@ -307,43 +259,105 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
         Some(PlannedFault::Malformed) => {
             shared.stats.finish(&lead, Outcome::Malformed);
-            let content = match cfg.malformed_variant(&lead, arrival.nth_for_lead) {
+            let content = match cfg.malformed_variant(&lead, nth) {
                 0 => r#"{"summary": "The lead wants"#.to_owned(),
                 1 => r#"{"summary":"missing fields"}"#.to_owned(),
                 _ => "Sure! Here is the insight you asked for.".to_owned(),
             };
             completion(&shared, &request, content)
         }
-        None => {
-            let user_text = request
-                .messages
-                .iter()
-                .filter(|m| m.role == "user")
-                .filter_map(|m| m.content.as_deref())
-                .collect::<Vec<_>>()
-                .join("\n");
-            let insight = derive_insight(&lead, &read_prompt(&user_text));
-            match serde_json::to_string(&insight) {
-                Ok(content) => {
-                    shared.stats.finish(&lead, Outcome::Ok);
-                    completion(&shared, &request, content)
-                }
-                Err(e) => {
-                    shared.stats.finish(&lead, Outcome::ServerError);
-                    error_response(
-                        &shared,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        None,
-                        &format!("mock could not encode the insight: {e}"),
-                    )
-                }
-            }
+        None => answer(&shared, &request, &lead),
+    }
+}
+
+/// The answers given before any work: the outage switch, the request budget, a rate-limit
+/// burst. `None`: the request goes on to the model.
+fn refuse_at_the_door(shared: &Shared, lead: &str, seq: u64) -> Option<Response> {
+    if shared.outage.load(Ordering::SeqCst) {
+        shared.stats.finish(lead, Outcome::Outage);
+        return Some(error_response(
+            shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            None,
+            "mock outage",
+        ));
+    }
+    if let Metered::Limited { limit, reset } = shared.meter() {
+        shared.stats.finish(lead, Outcome::RateLimited);
+        return Some(over_budget(shared, limit, reset));
+    }
+    if let Some(burst) = shared.cfg.rate_limit
+        && burst.limits(seq)
+    {
+        shared.stats.finish(lead, Outcome::RateLimited);
+        let mut response = error_response(
+            shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+            "mock rate limit burst",
+        );
+        let headers = response.headers_mut();
+        headers.insert("retry-after-ms", HeaderValue::from(burst.retry_after_ms));
+        headers.insert(
+            "retry-after",
+            HeaderValue::from(burst.retry_after_ms.div_ceil(1000)),
+        );
+        return Some(response);
+    }
+    None
+}
+
+/// A metered provider's 429: the wait until the window ends and the `x-ratelimit-*` headers.
+fn over_budget(shared: &Shared, limit: u64, reset: Duration) -> Response {
+    let mut response = error_response(
+        shared,
+        StatusCode::TOO_MANY_REQUESTS,
+        "requests",
+        Some("rate_limit_exceeded"),
+        &format!("Rate limit reached for requests: limit {limit}, used {limit}"),
+    );
+    let ms = u64::try_from(reset.as_millis()).unwrap_or(u64::MAX).max(1);
+    let headers = response.headers_mut();
+    headers.insert("retry-after-ms", HeaderValue::from(ms));
+    headers.insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+    headers.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+    headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(0u64));
+    if let Ok(v) = HeaderValue::from_str(&format!("{ms}ms")) {
+        headers.insert("x-ratelimit-reset-requests", v);
+    }
+    response
+}
+
+/// A valid insight derived from what the prompt says about the lead.
+fn answer(shared: &Shared, request: &MockRequest, lead: &str) -> Response {
+    let user_text = request
+        .messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .filter_map(|m| m.content.as_deref())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let insight = derive_insight(lead, &read_prompt(&user_text));
+    match serde_json::to_string(&insight) {
+        Ok(content) => {
+            shared.stats.finish(lead, Outcome::Ok);
+            completion(shared, request, content)
+        }
+        Err(e) => {
+            shared.stats.finish(lead, Outcome::ServerError);
+            error_response(
+                shared,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                &format!("mock could not encode the insight: {e}"),
+            )
         }
     }
 }
 
-/// The id in `user: "lead-<id>"`, else `"unknown"`.
 fn lead_key(user: Option<&str>) -> String {
     user.and_then(|u| u.strip_prefix("lead-"))
         .filter(|id| !id.is_empty())

@@ -3,6 +3,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use insights_core::{Conversation, Direction, LeadSnapshot, Message};
 use insights_llm::LlmConfig;
+use insights_pg::{Backoff, Jitter};
 use serde_json::{Value, json};
 
 /// A conversation of `n` messages alternating lead/agent, each about `body_len` characters.
@@ -50,8 +51,11 @@ pub fn fast_config(base_url: String) -> LlmConfig {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(10),
         max_retries: 3,
-        retry_base: Duration::from_millis(5),
-        retry_cap: Duration::from_millis(20),
+        retry: Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+            Jitter::Full,
+        ),
         max_inline_wait: Duration::from_secs(5),
         malformed_retries: 2,
         ..LlmConfig::default()

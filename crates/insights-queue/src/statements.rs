@@ -101,12 +101,15 @@ pub(crate) fn fetch_sql(
     lease: Duration,
     after: Option<FetchCursor>,
 ) -> Result<String, QueueError> {
-    // The functions predate the job's age; the join reads it (from the statement's snapshot,
-    // so a job enqueued while the statement ran has none and is not aged).
+    // The fetch functions do not return the job's age; a scalar subquery per claimed row reads
+    // it by primary key (a join would be planned against the functions' default estimate of
+    // 1,000 rows and scan the whole table). It sees the statement's snapshot, so a job enqueued
+    // while the statement ran has no age and is not aged.
     let head = format!(
         "SELECT f.id, f.payload, f.attempt, f.max_attempts, f.priority, f.dedupe_key, f.run_at, \
-         j.created_at FROM insights_queue.{}({}::text, '{limit}'::bigint, {}::text, \
-         '{token}'::bigint, '{}'::bigint",
+         (SELECT j.created_at FROM insights_queue.jobs j WHERE j.id = f.id) AS created_at \
+         FROM insights_queue.{}({}::text, '{limit}'::bigint, {}::text, '{token}'::bigint, \
+         '{}'::bigint",
         if after.is_some() {
             "fetch_jobs_after"
         } else {
@@ -116,11 +119,11 @@ pub(crate) fn fetch_sql(
         quote_text(worker_id)?,
         ms(lease),
     );
-    let join = "f LEFT JOIN insights_queue.jobs j ON j.id = f.id";
+    let alias = "f";
     Ok(match after {
-        None => format!("{head}) {join}"),
+        None => format!("{head}) {alias}"),
         Some(c) => format!(
-            "{head}, '{}'::smallint, '{}'::timestamptz, '{}'::bigint) {join}",
+            "{head}, '{}'::smallint, '{}'::timestamptz, '{}'::bigint) {alias}",
             c.priority,
             c.run_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 /// Server the bench creates its throwaway databases on (as the `postgres` superuser, because the
 /// apalis-postgres migrations create the `hstore` and `pgcrypto` extensions). Override with
-/// `INSIGHTS_BENCH_PG_URL`.
-pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// `INSIGHTS_BENCH_PG_URL`. Plaintext on purpose: the local server offers TLS and sqlx's default
+/// (`sslmode=prefer`) would take it, which on two cores halves the no-op drain; the bench
+/// measures the queue and the pipeline, not the cipher, and both queues run on the same URL.
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 /// Every database the bench creates starts with this; it only ever drops names it created.
 pub const BENCH_DB_PREFIX: &str = "insights_bench_";
 

@@ -245,6 +245,54 @@ impl Absent {
     }
 }
 
+/// The form of a variable without a default value: unset means `None`, or the value of the
+/// variable its [`Absent`] names. [`Form`] follows from these few methods.
+pub trait OptionalForm {
+    type Value;
+    /// As [`Form::expected`].
+    fn expected(&self) -> String;
+    /// As [`Form::parse`].
+    fn parse(&self, raw: &str) -> Result<Self::Value, String>;
+    /// As [`Form::echo`].
+    fn echo(&self, raw: &str) -> String {
+        raw.to_owned()
+    }
+    /// As [`Form::secret`].
+    fn secret(&self) -> bool {
+        false
+    }
+}
+
+impl<F: OptionalForm> Form for F {
+    type Value = Option<F::Value>;
+    type Default = Absent;
+
+    fn expected(&self) -> String {
+        OptionalForm::expected(self)
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        OptionalForm::parse(self, raw).map(Some)
+    }
+    fn default_value(&self, _default: Absent) -> Self::Value {
+        None
+    }
+    fn default_text(&self, _default: Absent) -> Option<String> {
+        None
+    }
+    fn default_cell(&self, default: Absent) -> String {
+        default.cell()
+    }
+    fn fallback(&self, default: Absent) -> Option<&'static str> {
+        default.fallback()
+    }
+    fn echo(&self, raw: &str) -> String {
+        OptionalForm::echo(self, raw)
+    }
+    fn secret(&self) -> bool {
+        OptionalForm::secret(self)
+    }
+}
+
 /// A whole number from `min` to `max`; `_` may group digits.
 #[derive(Debug, Clone, Copy)]
 pub struct Count<T> {
@@ -436,27 +484,14 @@ pub struct SecretText {
     pub what: &'static str,
 }
 
-impl Form for SecretText {
-    type Value = Option<SecretString>;
-    type Default = Absent;
+impl OptionalForm for SecretText {
+    type Value = SecretString;
 
     fn expected(&self) -> String {
         self.what.to_owned()
     }
-    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
-        Ok(Some(SecretString::new(raw.to_owned())))
-    }
-    fn default_value(&self, _default: Absent) -> Self::Value {
-        None
-    }
-    fn default_text(&self, _default: Absent) -> Option<String> {
-        None
-    }
-    fn default_cell(&self, default: Absent) -> String {
-        default.cell()
-    }
-    fn fallback(&self, default: Absent) -> Option<&'static str> {
-        default.fallback()
+    fn parse(&self, raw: &str) -> Result<SecretString, String> {
+        Ok(SecretString::new(raw.to_owned()))
     }
     fn echo(&self, raw: &str) -> String {
         SecretString::new(raw.to_owned()).to_string()
@@ -470,31 +505,18 @@ impl Form for SecretText {
 #[derive(Debug, Clone, Copy)]
 pub struct PostgresUrl;
 
-impl Form for PostgresUrl {
-    type Value = Option<DatabaseUrl>;
-    type Default = Absent;
+impl OptionalForm for PostgresUrl {
+    type Value = DatabaseUrl;
 
     fn expected(&self) -> String {
         "a postgres:// URL".to_owned()
     }
-    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+    fn parse(&self, raw: &str) -> Result<DatabaseUrl, String> {
         let url = DatabaseUrl::new(raw);
         match url.validate() {
-            Ok(()) => Ok(Some(url)),
-            Err(reason) => Err(format!("{} ({reason})", self.expected())),
+            Ok(()) => Ok(url),
+            Err(reason) => Err(format!("{} ({reason})", OptionalForm::expected(self))),
         }
-    }
-    fn default_value(&self, _default: Absent) -> Self::Value {
-        None
-    }
-    fn default_text(&self, _default: Absent) -> Option<String> {
-        None
-    }
-    fn default_cell(&self, default: Absent) -> String {
-        default.cell()
-    }
-    fn fallback(&self, default: Absent) -> Option<&'static str> {
-        default.fallback()
     }
     fn echo(&self, raw: &str) -> String {
         DatabaseUrl::new(raw).redacted()
@@ -511,32 +533,19 @@ pub struct HttpUrl {
     pub what: &'static str,
 }
 
-impl Form for HttpUrl {
-    type Value = Option<Url>;
-    type Default = Absent;
+impl OptionalForm for HttpUrl {
+    type Value = Url;
 
     fn expected(&self) -> String {
         self.what.to_owned()
     }
-    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+    fn parse(&self, raw: &str) -> Result<Url, String> {
         match Url::parse(raw) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-                Ok(Some(url))
+                Ok(url)
             }
-            _ => Err(self.expected()),
+            _ => Err(OptionalForm::expected(self)),
         }
-    }
-    fn default_value(&self, _default: Absent) -> Self::Value {
-        None
-    }
-    fn default_text(&self, _default: Absent) -> Option<String> {
-        None
-    }
-    fn default_cell(&self, default: Absent) -> String {
-        default.cell()
-    }
-    fn fallback(&self, default: Absent) -> Option<&'static str> {
-        default.fallback()
     }
 }
 
@@ -1455,7 +1464,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.llm_api_key.unwrap().expose(), "primary");
-        assert_eq!(SecretText { what: "" }.echo("tok-secret"), "[redacted]");
+        assert_eq!(Form::echo(&SecretText { what: "" }, "tok-secret"), "[redacted]");
     }
 
     #[test]

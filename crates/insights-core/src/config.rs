@@ -1464,7 +1464,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.llm_api_key.unwrap().expose(), "primary");
-        assert_eq!(Form::echo(&SecretText { what: "" }, "tok-secret"), "[redacted]");
+        assert_eq!(
+            Form::echo(&SecretText { what: "" }, "tok-secret"),
+            "[redacted]"
+        );
     }
 
     #[test]

@@ -106,5 +106,6 @@ pub(crate) async fn queue(settings: &Settings) -> Result<Queue, WorkerError> {
 pub(crate) fn llm_client(settings: &Settings) -> Result<LlmClient, WorkerError> {
     let base = settings.require_llm_base_url()?;
     let cfg = LlmConfig::from_settings(settings, base.as_str().trim_end_matches('/'));
-    LlmClient::new(cfg).map_err(|e| WorkerError::Config(format!("INSIGHTS_LLM_BASE_URL: {e}")))
+    // The client's configuration errors name the variable at fault.
+    LlmClient::new(cfg).map_err(|e| WorkerError::Config(e.to_string()))
 }

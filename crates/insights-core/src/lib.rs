@@ -22,7 +22,7 @@ pub mod prompt;
 pub mod secret;
 
 pub use config::{
-    ConfigError, PoolerMode, Row, Settings, Sources, VARIABLES, Var, variables_markdown,
+    AuthHeader, ConfigError, PoolerMode, Row, Settings, Sources, VARIABLES, Var, variables_markdown,
 };
 pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
 pub use insight::{

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use insights_core::config::INSIGHTS_LLM_TIMEOUT_MS;
 use insights_core::profile::{OutputProfile, PromptInput, TokenLimitParameter};
 use insights_core::{LeadKey, Profile, Prompt};
 use insights_pg::Jitter;
@@ -254,27 +255,24 @@ impl LlmClient {
         if let Some(budget) = profile.prompt.budget_chars {
             cfg.prompt_budget_chars = budget;
         }
+        let config_error = |reason| LlmError::Permanent {
+            kind: LlmErrorKind::Config,
+            status: None,
+            reason,
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .user_agent(concat!("insights-worker/", env!("CARGO_PKG_VERSION")))
+            .default_headers(cfg.headers().map_err(config_error)?)
+            // A redirect to another host would carry the key along unless it sits in
+            // `Authorization`; an API endpoint has no reason to redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| LlmError::Permanent {
-                kind: LlmErrorKind::Config,
-                status: None,
-                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            .map_err(|e| {
+                config_error(format!("cannot build the HTTP client: {}", error_chain(&e)))
             })?;
-        let endpoint = reqwest::Url::parse(&cfg.endpoint())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| LlmError::Permanent {
-                kind: LlmErrorKind::Config,
-                status: None,
-                reason: format!(
-                    "LLM base URL must be an http:// or https:// URL, got {:?}",
-                    cfg.base_url
-                ),
-            })?;
+        let endpoint = cfg.endpoint_url().map_err(config_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 hint_jitter: Jitter::Up(defaults::RETRY_AFTER_JITTER),
@@ -433,24 +431,21 @@ impl LlmClient {
 
     async fn attempt(&self, request: &ChatRequestRef<'_>) -> Attempt {
         let cfg = &self.inner.cfg;
-        let mut builder = self
+        let builder = self
             .inner
             .http
             .post(self.inner.endpoint.clone())
             .timeout(cfg.request_timeout)
             .json(request);
-        if let Some(key) = &cfg.api_key {
-            builder = builder.bearer_auth(key.expose());
-        }
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, cfg.request_timeout),
         };
         let status = response.status();
         let headers = response.headers().clone();
         let body = match read_capped(response, defaults::MAX_RESPONSE_BYTES).await {
             Ok(b) => b,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, cfg.request_timeout),
         };
         if status.is_success() {
             classify_success(&self.inner.profile.output, &headers, &body)
@@ -486,16 +481,23 @@ async fn read_capped(
     Ok(buf)
 }
 
-fn transport_failure(e: &reqwest::Error) -> Attempt {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
+fn transport_failure(e: &reqwest::Error, request_timeout: Duration) -> Attempt {
+    // A connect timeout is both; raising the request timeout would not help it.
+    let reason = if e.is_connect() {
+        format!("could not connect: {}", error_chain(e))
+    } else if e.is_timeout() {
+        // Named with its variable: a healthy but slow model times out on every retry until
+        // someone raises it.
+        format!(
+            "request timed out after {request_timeout:?} ({}={}; raise it for slow models)",
+            INSIGHTS_LLM_TIMEOUT_MS.name,
+            request_timeout.as_millis()
+        )
     } else {
-        "transport error"
+        format!("transport error: {}", error_chain(e))
     };
     Attempt::Transient {
-        reason: format!("{what}: {}", error_chain(e)),
+        reason,
         status: None,
         hint: None,
     }

@@ -137,6 +137,6 @@ pub(crate) fn llm_client(
 ) -> Result<LlmClient, WorkerError> {
     let base = settings.require_llm_base_url()?;
     let cfg = LlmConfig::from_settings(settings, base.as_str().trim_end_matches('/'));
-    LlmClient::with_profile(cfg, profile)
-        .map_err(|e| WorkerError::Config(format!("INSIGHTS_LLM_BASE_URL: {e}")))
+    // The client's configuration errors name the variable at fault.
+    LlmClient::with_profile(cfg, profile).map_err(|e| WorkerError::Config(e.to_string()))
 }

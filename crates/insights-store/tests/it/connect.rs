@@ -42,7 +42,7 @@ async fn a_slow_call_times_out_releases_its_connection_and_closes_the_gate() {
     // A custom candidate statement (same parameters) that is too slow for the timeout.
     let statements = DomainStatements {
         candidates: Arc::from(
-            "SELECT g::bigint AS id FROM pg_sleep(2), generate_series(1, 3) g WHERE g > $1 LIMIT $2",
+            "SELECT g::bigint AS lead_key FROM pg_sleep(2), generate_series(1, 3) g WHERE g > coalesce($1, 0) LIMIT $2",
         ),
         ..DomainStatements::default()
     };

@@ -134,9 +134,10 @@ pub struct EnqueueArgs {
     /// At most this many leads (overrides INSIGHTS_ENQUEUE_LIMIT).
     #[arg(long, value_name = "N")]
     pub limit: Option<String>,
-    /// Enqueue these leads (when they exist and are booked) instead of querying candidates.
-    #[arg(long = "lead-id", value_name = "ID")]
-    pub lead_ids: Vec<i64>,
+    /// Enqueue these leads (when they exist and are booked) instead of querying candidates;
+    /// keys of the profile's type (a number, a uuid or text).
+    #[arg(long = "lead-id", value_name = "KEY")]
+    pub lead_ids: Vec<String>,
     /// Count candidates without enqueueing.
     #[arg(long)]
     pub dry_run: bool,
@@ -330,7 +331,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
 }
 
 async fn migrate(ov: &Overrides) -> Result<(), Failure> {
-    admin::migrate(&settings(ov, &[])?).await?;
+    admin::migrate(&settings(ov, &[])?, &insights_worker::load_profile(None)?).await?;
     println!("migrations applied");
     Ok(())
 }
@@ -343,12 +344,20 @@ async fn seed_leads(ov: &Overrides, leads: u64, seed: u64) -> Result<(), Failure
 
 async fn enqueue(ov: &Overrides, args: EnqueueArgs) -> Result<(), Failure> {
     let s = settings(ov, &[("INSIGHTS_ENQUEUE_LIMIT", &args.limit)])?;
+    let profile = insights_worker::load_profile(None)?;
+    let kind = profile.lead_key();
+    let lead_ids = args
+        .lead_ids
+        .iter()
+        .map(|raw| kind.parse(raw))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WorkerError::Config(format!("--lead-id: {e}")))?;
     let request = EnqueueRequest {
         limit: s.enqueue_limit,
-        lead_ids: args.lead_ids,
+        lead_ids,
         dry_run: args.dry_run,
     };
-    let report = admin::enqueue(&s, request).await?;
+    let report = admin::enqueue(&s, &profile, request).await?;
     if args.json {
         return print_json(&report);
     }

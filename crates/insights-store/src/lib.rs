@@ -34,5 +34,5 @@ pub use retry::{RetryPolicy, retry_transient};
 pub use seed::{SeedReport, seed};
 pub use statements::DomainStatements;
 pub use stats::StoreStats;
-pub use store::{LoadedConversation, Store, StoreOptions, UpsertOutcome};
+pub use store::{LoadedLead, Store, StoreOptions, UpsertOutcome};
 pub use writer::{InsightWriter, WriterConfig};

@@ -33,4 +33,4 @@ pub use handler::{JobOutcome, Pipeline};
 pub use metrics::{Metrics, SkipReason, Snapshot};
 pub use producer::{EnqueueReport, EnqueueRequest, enqueue};
 pub use runner::{RunOptions, WorkSummary, run_worker};
-pub use wiring::{Pools, pools, queue_config};
+pub use wiring::{Pools, load_profile, pools, queue_config};

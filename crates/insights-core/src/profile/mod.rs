@@ -103,6 +103,34 @@ pub struct OutputProfile {
     /// Whether requests carry `response_format` `json_schema` (strict). Replies are validated
     /// against the schema either way.
     pub structured: bool,
+    /// The built-in insight's rules beyond its schema ([`crate::insight::normalise_insight`]):
+    /// on for the built-in profile only.
+    pub builtin_rules: bool,
+}
+
+/// Why a reply's content is not an insight: it is not JSON, breaks the schema, or (built-in
+/// profile) breaks the built-in insight's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReplyRejected(pub String);
+
+impl OutputProfile {
+    /// The document to write from a reply's message content, or why there is none.
+    pub fn accept(&self, content: &str) -> Result<serde_json::Value, ReplyRejected> {
+        let document: serde_json::Value = serde_json::from_str(content.trim())
+            .map_err(|e| ReplyRejected(format!("the reply is not JSON: {e}")))?;
+        self.schema
+            .validate(&document)
+            .map_err(|v| ReplyRejected(v.to_string()))?;
+        if !self.builtin_rules {
+            return Ok(document);
+        }
+        let content = serde_json::from_value(document)
+            .map_err(|e| ReplyRejected(format!("the reply is not an insight: {e}")))?;
+        let content =
+            crate::insight::normalise_insight(content).map_err(|e| ReplyRejected(e.to_string()))?;
+        serde_json::to_value(content).map_err(|e| ReplyRejected(e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +224,7 @@ impl Profile {
                 schema: OutputSchema::builtin()
                     .map_err(|e| invalid("output.schema", e.to_string()))?,
                 structured: true,
+                builtin_rules: true,
             },
             llm: LlmProfile {
                 model: None,
@@ -243,6 +272,13 @@ impl Profile {
             output: raw.output.resolve(&cx)?,
             llm: raw.llm.resolve(&cx)?,
         })
+    }
+
+    /// The SQL type of the lead keys: the statements', or `bigint` (this project's tables).
+    pub fn lead_key(&self) -> LeadKeyKind {
+        self.statements
+            .as_ref()
+            .map_or(LeadKeyKind::Bigint, |s| s.lead_key)
     }
 
     /// The request's `response_format` when structured outputs are on: the schema, strict.
@@ -471,6 +507,7 @@ impl RawOutput {
             schema_name,
             schema,
             structured: self.structured.unwrap_or(true),
+            builtin_rules: false,
         })
     }
 }

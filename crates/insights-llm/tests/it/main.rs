@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client_faults;
+mod client_profile;
 mod mock_server;
 mod support;

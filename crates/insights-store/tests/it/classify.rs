@@ -8,7 +8,7 @@ use insights_store::{
 };
 use insights_testkit::wait_until;
 
-use crate::support::env;
+use crate::support::{BigintKeys, env};
 
 fn store_with_candidates(pool: &sqlx::PgPool, sql: &'static str) -> Store {
     Store::new(

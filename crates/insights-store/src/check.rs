@@ -18,7 +18,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::postgres::{PgColumn, PgTypeInfo};
 use sqlx::{
-    AssertSqlSafe, Column, Connection, Either, Executor, PgConnection, PgPool, SqlSafeStr, Statement,
+    AssertSqlSafe, Column, Connection, Either, Executor, PgConnection, PgPool, SqlSafeStr,
+    Statement,
 };
 
 use insights_pg::classify;
@@ -246,12 +247,11 @@ impl CheckSession {
                 )))
                 .execute(&mut *conn)
                 .await?;
-                let text: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-                    "EXPLAIN (COSTS OFF) {execute}"
-                )))
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await?;
+                let text: Vec<String> =
+                    sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {execute}")))
+                        .persistent(false)
+                        .fetch_all(&mut *conn)
+                        .await?;
                 let json: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(format!(
                     "EXPLAIN (COSTS OFF, FORMAT JSON) {execute}"
                 )))

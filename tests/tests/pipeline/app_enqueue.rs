@@ -97,7 +97,9 @@ fn app_pool(url: &str, max: u32, pooled: bool) -> PgPool {
         // pgbouncer refuses this start-up parameter; no statement outlives its transaction.
         opts = opts.extra_float_digits(None).statement_cache_capacity(0);
     }
-    PgPoolOptions::new().max_connections(max).connect_lazy_with(opts)
+    PgPoolOptions::new()
+        .max_connections(max)
+        .connect_lazy_with(opts)
 }
 
 fn booked_job() -> (serde_json::Value, Option<String>, String) {
@@ -129,7 +131,11 @@ async fn a_message_enqueues_its_booked_lead_once_and_an_unbooked_lead_never() {
     .execute(&app)
     .await
     .unwrap();
-    assert_eq!(jobs(&db).await, vec![booked_job()], "one pending job per lead");
+    assert_eq!(
+        jobs(&db).await,
+        vec![booked_job()],
+        "one pending job per lead"
+    );
 
     // The app calling add_job itself while the job is pending.
     assert_eq!(add_job(&app, "clbooked0001").await.unwrap(), None);

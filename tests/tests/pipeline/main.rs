@@ -13,6 +13,7 @@
 
 mod app_enqueue;
 mod bad_input;
+mod check;
 mod db_faults;
 mod demo;
 mod economy;

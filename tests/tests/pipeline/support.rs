@@ -119,7 +119,8 @@ pub fn repo_file(path: &str) -> std::path::PathBuf {
 /// Runs a SQL file (several statements, simple protocol) as psql would without variables.
 pub async fn apply_sql_file(pool: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    let sql = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sql =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(pool)
         .await

@@ -344,7 +344,11 @@ mod tests {
 
     /// `T` as the docs table writes it: the key's type as `K`.
     fn doc_type(t: SqlType, key: Scalar) -> String {
-        let element = if t.scalar == key { "K" } else { t.scalar.name() };
+        let element = if t.scalar == key {
+            "K"
+        } else {
+            t.scalar.name()
+        };
         format!("{element}{}", if t.array { "[]" } else { "" })
     }
 
@@ -381,7 +385,7 @@ mod tests {
                 at += found + token.len();
             }
             // The row lost its first backtick to the prefix; the statement's name is not listed.
-            let written = (row.matches('`').count() + 1) / 2 - 1;
+            let written = row.matches('`').count().div_ceil(2) - 1;
             assert_eq!(
                 written,
                 c.params.len() + c.columns.len(),
@@ -405,6 +409,9 @@ mod tests {
             "timestamptz[]"
         );
         assert_eq!(short_type_name("timestamp without time zone"), "timestamp");
-        assert_eq!(short_type_name("\"MessageDirection\""), "\"MessageDirection\"");
+        assert_eq!(
+            short_type_name("\"MessageDirection\""),
+            "\"MessageDirection\""
+        );
     }
 }

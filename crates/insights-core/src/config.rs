@@ -25,7 +25,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
@@ -549,6 +549,24 @@ impl OptionalForm for HttpUrl {
     }
 }
 
+/// A path to a file; `what` describes it. Whether the file exists and what it holds is the
+/// reader's business (the error then names the file).
+#[derive(Debug, Clone, Copy)]
+pub struct FilePath {
+    pub what: &'static str,
+}
+
+impl OptionalForm for FilePath {
+    type Value = PathBuf;
+
+    fn expected(&self) -> String {
+        self.what.to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(raw))
+    }
+}
+
 /// An IP address and port.
 #[derive(Debug, Clone, Copy)]
 pub struct Address;
@@ -938,6 +956,15 @@ pub const INSIGHTS_PROMPT_BUDGET_CHARS: Var<Count<usize>> = Var {
     meaning: "Characters of conversation the prompt may carry (about 4 per token); the newest messages are kept.",
 };
 
+pub const INSIGHTS_PROFILE: Var<FilePath> = Var {
+    name: "INSIGHTS_PROFILE",
+    default: Absent::Unset,
+    form: FilePath {
+        what: "a path to a profile (TOML)",
+    },
+    meaning: "The profile that adapts the worker to a team's tables, prompt and insight shape (see `examples/prisma-supabase/`); `--profile` sets it for `enqueue`, `work` and `check`, and with it `migrate` applies only the queue's migrations. Unset: the built-in profile for this project's tables; `demo` always uses it.",
+};
+
 pub const INSIGHTS_HTTP_BIND: Var<Address> = Var {
     name: "INSIGHTS_HTTP_BIND",
     default: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
@@ -987,6 +1014,7 @@ pub const VARIABLES: &[&dyn Row] = &[
     &INSIGHTS_LLM_TIMEOUT_MS,
     &INSIGHTS_MAX_MESSAGES,
     &INSIGHTS_PROMPT_BUDGET_CHARS,
+    &INSIGHTS_PROFILE,
     &INSIGHTS_HTTP_BIND,
     &INSIGHTS_DASHBOARD_TOKEN,
     &RUST_LOG,
@@ -1108,6 +1136,8 @@ pub struct Settings {
     pub llm_timeout: Duration,
     pub max_messages: u32,
     pub prompt_budget_chars: usize,
+    /// `INSIGHTS_PROFILE`; `None`: the built-in profile.
+    pub profile: Option<PathBuf>,
     pub http_bind: SocketAddr,
     pub dashboard_token: Option<SecretString>,
     pub log_filter: String,
@@ -1139,6 +1169,7 @@ impl Default for Settings {
             llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.default_value(),
             max_messages: INSIGHTS_MAX_MESSAGES.default_value(),
             prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.default_value(),
+            profile: INSIGHTS_PROFILE.default_value(),
             http_bind: INSIGHTS_HTTP_BIND.default_value(),
             dashboard_token: INSIGHTS_DASHBOARD_TOKEN.default_value(),
             log_filter: RUST_LOG.default_value(),
@@ -1188,6 +1219,7 @@ impl Settings {
             llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.read(get)?,
             max_messages: INSIGHTS_MAX_MESSAGES.read(get)?,
             prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.read(get)?,
+            profile: INSIGHTS_PROFILE.read(get)?,
             http_bind: INSIGHTS_HTTP_BIND.read(get)?,
             dashboard_token: INSIGHTS_DASHBOARD_TOKEN.read(get)?,
             log_filter: RUST_LOG.read(get)?,
@@ -1428,6 +1460,7 @@ mod tests {
         assert_eq!(s.max_job_age, Duration::from_secs(24 * 60 * 60));
         assert_eq!(s.pooler, PoolerMode::Direct);
         assert!(s.database_url.is_none());
+        assert!(s.profile.is_none(), "no profile: the built-in one");
         assert!(s.require_llm_base_url().is_err());
         assert!(s.check_http_exposure().is_ok());
     }

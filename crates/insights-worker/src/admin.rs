@@ -16,8 +16,6 @@ use crate::error::WorkerError;
 use crate::producer::{EnqueueReport, EnqueueRequest};
 use crate::wiring::{self, queue_err, store_err};
 
-/// Applies the domain migrations and the queue migrations, through `DIRECT_DATABASE_URL` when
-/// set (the queue schema goes to the queue database).
 /// Migrates the queue, and this project's own tables unless the profile brings the team's
 /// (whose schema is theirs to manage: their migrations, not ours, create it).
 pub async fn migrate(settings: &Settings, profile: &Profile) -> Result<(), WorkerError> {

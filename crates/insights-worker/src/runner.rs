@@ -59,7 +59,7 @@ impl RunOptions {
         settings.require_llm_base_url()?;
         Ok(Self {
             settings: settings.clone(),
-            profile: wiring::load_profile(None)?,
+            profile: wiring::load_profile(settings.profile.as_deref())?,
             concurrency: settings.concurrency,
             exit_when_idle: false,
             http_bind: Some(settings.http_bind),
@@ -119,10 +119,12 @@ pub fn pools_sampler(pools: &wiring::Pools) -> BackendSampler {
     })
 }
 
-/// Connects everything from the options and runs until a signal (or idleness).
+/// Checks the profile against the app database (`insights check`; an error stops here), then
+/// connects everything from the options and runs until a signal (or idleness).
 pub async fn run_worker(options: RunOptions) -> Result<WorkSummary, WorkerError> {
     let s = &options.settings;
     let llm = wiring::llm_client(s, Arc::clone(&options.profile))?;
+    crate::check::startup_check(s, &options.profile).await?;
     let pools = wiring::pools(s).await?;
     let backend_sampler = Some(pools_sampler(&pools));
     // The handler's store calls retry once (a single dropped connection); a longer outage is

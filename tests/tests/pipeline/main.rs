@@ -22,6 +22,7 @@ mod healthcheck;
 mod llm_faults;
 mod llm_outage;
 mod producer;
+mod profiles;
 mod rate_limits;
 mod secrets;
 mod support;

@@ -10,7 +10,7 @@ use insights_llm::{LlmClient, LlmConfig, LlmError, LlmErrorKind};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{completion, conversation, insight_json};
+use crate::support::{GenerateFor, completion, conversation, insight_json};
 
 fn settings(vars: &[(&str, &str)]) -> Settings {
     let vars: HashMap<&str, &str> = vars.iter().copied().collect();
@@ -54,10 +54,7 @@ async fn azure_sends_the_key_in_api_key_and_the_api_version_in_the_query() {
     let base = format!("{}/openai/deployments/insights-4o-mini", server.uri());
     let client = LlmClient::new(config(&env, base)).unwrap();
 
-    let insight = client
-        .generate_insight(&conversation(7, 4, 40))
-        .await
-        .unwrap();
+    let insight = client.generate_for(&conversation(7, 4, 40)).await.unwrap();
     assert_eq!(insight.attempts, 1);
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1, "the Azure-shaped request did not match");
@@ -76,10 +73,7 @@ async fn the_default_sends_the_key_as_authorization_bearer() {
     let env = settings(&[("OPENAI_API_KEY", "sk-default-456")]);
     let client = LlmClient::new(config(&env, format!("{}/v1", server.uri()))).unwrap();
 
-    client
-        .generate_insight(&conversation(1, 4, 40))
-        .await
-        .unwrap();
+    client.generate_for(&conversation(1, 4, 40)).await.unwrap();
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].url.path(), "/v1/chat/completions");
@@ -101,10 +95,7 @@ async fn without_a_key_no_auth_header_is_sent() {
     let env = settings(&[]);
     let client = LlmClient::new(config(&env, format!("{}/v1", server.uri()))).unwrap();
 
-    client
-        .generate_insight(&conversation(1, 4, 40))
-        .await
-        .unwrap();
+    client.generate_for(&conversation(1, 4, 40)).await.unwrap();
     let requests = server.received_requests().await.unwrap();
     assert_eq!(header_of(&requests[0], "authorization"), None);
 }
@@ -132,10 +123,7 @@ async fn extra_headers_and_query_params_arrive_with_every_request() {
     ]);
     let client = LlmClient::new(config(&env, format!("{}/v1", server.uri()))).unwrap();
 
-    let insight = client
-        .generate_insight(&conversation(1, 4, 40))
-        .await
-        .unwrap();
+    let insight = client.generate_for(&conversation(1, 4, 40)).await.unwrap();
     assert_eq!(insight.attempts, 2);
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 2);
@@ -177,7 +165,7 @@ async fn a_timeout_names_the_configured_value_and_the_variable_that_raises_it() 
     let client = LlmClient::new(cfg).unwrap();
 
     let err = client
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert!(
@@ -279,7 +267,7 @@ async fn a_redirect_is_not_followed_so_the_key_stays_with_the_configured_host() 
     let client = LlmClient::new(cfg).unwrap();
 
     let err = client
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert!(err.is_permanent(), "{err:?}");

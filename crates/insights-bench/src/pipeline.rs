@@ -2,14 +2,17 @@
 //! (`insights_worker::runner::run_worker_with`, the code `insights work` runs) on insights-queue,
 //! the in-process mock LLM.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
-use insights_core::Settings;
+use insights_core::{Profile, Settings};
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_llm::{LlmClient, LlmConfig};
 use insights_queue::Queue;
+use insights_store::statements::DomainStatements;
 use insights_store::{PoolSettings, Store, StoreOptions};
 use insights_worker::producer::{self, EnqueueRequest};
 use insights_worker::runner::{self, RunOptions, WorkerParts};
@@ -57,10 +60,61 @@ pub struct PipelineEnv {
     pub db: BenchDb,
     pub mock: MockHandle,
     pub settings: Settings,
+    /// The built-in one, or a team's: its schema and seed sit beside it.
+    pub profile: Arc<Profile>,
+    /// Counts what is durably done: insights for the built-in profile, completed jobs (each
+    /// completes only after its insight committed) for a team's schema.
+    done_query: &'static str,
+}
+
+/// The example's profile (`examples/prisma-supabase/`): Prisma's quoted, camelCase tables with
+/// text cuid keys, its own prompt and insight.
+pub fn example_profile_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/prisma-supabase/profile.toml")
 }
 
 impl PipelineEnv {
+    /// This project's own tables and the built-in profile.
     pub async fn create(label: &str, spec: &PipelineSpec) -> anyhow::Result<Self> {
+        let profile = insights_worker::load_profile(None).map_err(|e| anyhow!("{e}"))?;
+        let me = Self::start(
+            label,
+            spec,
+            profile,
+            "select count(*) from lead_conversation_insights",
+        )
+        .await?;
+        Ok(me)
+    }
+
+    /// A team's schema: `schema.sql` beside the profile creates its tables.
+    pub async fn create_with_profile(
+        label: &str,
+        spec: &PipelineSpec,
+        profile_path: &Path,
+    ) -> anyhow::Result<Self> {
+        let profile =
+            insights_worker::load_profile(Some(profile_path)).map_err(|e| anyhow!("{e}"))?;
+        let me = Self::start(
+            label,
+            spec,
+            profile,
+            "select count(*) from insights_queue.jobs where state = 'completed'",
+        )
+        .await?;
+        let pool = me.db.pool(1).await?;
+        let schema = read_beside(profile_path, "schema.sql")?;
+        timed(sqlx::raw_sql(sqlx::AssertSqlSafe(schema)).execute(&pool)).await?;
+        pool.close().await;
+        Ok(me)
+    }
+
+    async fn start(
+        label: &str,
+        spec: &PipelineSpec,
+        profile: Arc<Profile>,
+        done_query: &'static str,
+    ) -> anyhow::Result<Self> {
         let db = BenchDb::create(label).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -68,10 +122,38 @@ impl PipelineEnv {
         let mock = serve_mock(listener, MockLlmConfig::with_latency(spec.llm_latency))
             .context("starting the mock LLM")?;
         let settings = settings(&db.url, &mock.base_url(), spec)?;
-        insights_worker::admin::migrate(&settings, &insights_core::Profile::builtin()?)
+        insights_worker::admin::migrate(&settings, &profile)
             .await
             .map_err(|e| anyhow!("migrate: {e}"))?;
-        Ok(Self { db, mock, settings })
+        Ok(Self {
+            db,
+            mock,
+            settings,
+            profile,
+            done_query,
+        })
+    }
+
+    /// Seeds a team's schema with the `seed.sql` beside its profile (`insights.seed_leads`
+    /// leads; the seed decides which are booked).
+    pub async fn seed_with_profile(&self, profile_path: &Path, leads: usize) -> anyhow::Result<()> {
+        let pool = self.db.pool(1).await?;
+        let seed = read_beside(profile_path, "seed.sql")?;
+        let t = Instant::now();
+        let mut conn = pool.acquire().await?;
+        timed(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select set_config('insights.seed_leads', '{leads}', false)"
+            )))
+            .execute(&mut *conn),
+        )
+        .await?;
+        timed(sqlx::raw_sql(sqlx::AssertSqlSafe(seed)).execute(&mut *conn)).await?;
+        timed(sqlx::raw_sql("vacuum analyze").execute(&mut *conn)).await?;
+        drop(conn);
+        tracing::info!(took = ?t.elapsed(), "seeded from the profile's seed.sql");
+        pool.close().await;
+        Ok(())
     }
 
     /// Seeds `leads` leads (appending) and books every one of them, so each is a candidate.
@@ -136,20 +218,22 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
         .map_err(|e| anyhow!("pools: {e}"))?;
     let app = pools.app.clone();
     let queue_pool = pools.queue.clone();
-    let store = Store::new(app.clone(), StoreOptions::for_pool(&pools.app_settings));
+    let store = Store::new(
+        app.clone(),
+        StoreOptions {
+            statements: DomainStatements::from_profile(env.profile.statements.as_ref()),
+            ..StoreOptions::for_pool(&pools.app_settings)
+        },
+    );
     let queue = Queue::new(queue_pool.clone(), insights_worker::queue_config(s));
     let llm_base = s.require_llm_base_url().map_err(|e| anyhow!("{e}"))?;
-    let llm = LlmClient::new(LlmConfig::from_settings(
-        s,
-        llm_base.as_str().trim_end_matches('/'),
-    ))
+    let llm = LlmClient::with_profile(
+        LlmConfig::from_settings(s, llm_base.as_str().trim_end_matches('/')),
+        Arc::clone(&env.profile),
+    )
     .map_err(|e| anyhow!("LLM client: {e}"))?;
 
-    let counter = DoneCounter::connect(
-        &env.db.url,
-        "select count(*) from lead_conversation_insights",
-    )
-    .await?;
+    let counter = DoneCounter::connect(&env.db.url, env.done_query).await?;
     let already = counter.count().await?;
     let calls_before = env.mock.stats().total;
     let sampler = BackendSampler::start(&admin_url(), &env.db.name, &[counter.pid]).await?;
@@ -159,6 +243,7 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
     // deployment, and `insights enqueue` from a cron): it takes jobs as their chunks commit.
     let stop = CancellationToken::new();
     let mut options = RunOptions::from_settings(s).map_err(|e| anyhow!("{e}"))?;
+    options.profile = Arc::clone(&env.profile);
     // Stopped by the bench once every insight is durable, like a deployment that stays up.
     options.exit_when_idle = false;
     options.http_bind = None;
@@ -269,4 +354,9 @@ pub async fn run(env: &PipelineEnv, spec: &PipelineSpec) -> anyhow::Result<Pipel
         llm_calls: env.mock.stats().total - calls_before,
         summary,
     })
+}
+
+fn read_beside(profile_path: &Path, file: &str) -> anyhow::Result<String> {
+    let path = profile_path.parent().unwrap_or(Path::new(".")).join(file);
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }

@@ -24,6 +24,9 @@ pub struct PipelineArgs {
     /// Max connections of the worker's pool (`INSIGHTS_DB_POOL_MAX`; store and queue share it).
     #[arg(long, default_value_t = PIPELINE_POOL_MAX)]
     pub pool_max: u32,
+    /// Skip the second run on the Prisma example's schema and profile.
+    #[arg(long)]
+    pub skip_example: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -88,10 +91,33 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
     }
     .await;
     let outcome = flat(outcome);
-    let ok = outcome.is_ok();
+    let example = if a.skip_example {
+        Err("skipped".to_owned())
+    } else {
+        say(
+            a.json,
+            &format!(
+                "the example's schema and profile: {} leads seeded",
+                spec.leads
+            ),
+        );
+        flat(run_example(&spec).await)
+    };
+    let ok = outcome.is_ok() && (a.skip_example || example.is_ok());
+    let ratio = match (&outcome, &example) {
+        (Ok(o), Ok(e)) => Some(e.end_to_end_leads_per_s / o.end_to_end_leads_per_s),
+        _ => None,
+    };
     if a.json {
         let o = outcome.as_ref().ok();
+        let e = example.as_ref().ok();
         let mut j = Json::default();
+        j.set(
+            "example_pipeline_leads_per_s",
+            e.map(|e| e.end_to_end_leads_per_s),
+        )
+        .set("example_leads", e.map(|e| e.leads as f64))
+        .set("example_to_builtin_ratio", ratio);
         j.set("pipeline_leads_per_s", o.map(|o| o.end_to_end_leads_per_s))
             .set("worker_leads_per_s", o.map(|o| o.worker_leads_per_s))
             .set("peak_backends", o.map(|o| o.peak_backends as f64))
@@ -134,6 +160,32 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
                 "  mean stage times load / LLM / write, ms (diagnostic)",
                 o().map(stages).unwrap_or_else(|_| "n/a".to_owned()),
             ),
+            Row::new(
+                "example schema and profile (Prisma, text keys), leads/s end to end",
+                example
+                    .as_ref()
+                    .map(|e| e.end_to_end_leads_per_s)
+                    .map_err(Clone::clone),
+            )
+            .target(Target::AtLeast(TARGET_PIPELINE_LEADS_PER_S)),
+            Row::new(
+                "  leads (booked, with messages)",
+                example
+                    .as_ref()
+                    .map(|e| e.leads as f64)
+                    .map_err(Clone::clone),
+            ),
+            Row::text(
+                "  mean stage times load / LLM / write, ms (diagnostic)",
+                example
+                    .as_ref()
+                    .map(stages)
+                    .unwrap_or_else(|_| "n/a".to_owned()),
+            ),
+            Row::text(
+                "  ratio example / built-in (same run)",
+                ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x")),
+            ),
         ];
         let notes = vec![
             format!(
@@ -145,6 +197,17 @@ pub async fn run_pipeline(a: PipelineArgs) -> anyhow::Result<bool> {
         print!("{}", table("insights-bench pipeline", &rows, &notes));
     }
     Ok(ok)
+}
+
+/// The pipeline on the example's own schema, seed and profile (`examples/prisma-supabase/`):
+/// text keys, jsonb rows rendered by its templates, its schema validated on every reply.
+async fn run_example(spec: &PipelineSpec) -> anyhow::Result<PipelineOutcome> {
+    let profile = pipeline::example_profile_path();
+    let env = PipelineEnv::create_with_profile("pipeline_example", spec, &profile).await?;
+    env.seed_with_profile(&profile, spec.leads).await?;
+    let out = pipeline::run(&env, spec).await;
+    let _ = env.mock.shutdown().await;
+    out
 }
 
 /// `connections`: mock at 1 s, concurrency 256, pool max 4; ours and the naive baseline.

@@ -1,6 +1,6 @@
 //! The three domain statements, in one place: the built-in ones for this project's tables
-//! (`migrations/`), or a team's own from its profile (`insights_core::profile`, whose module docs
-//! give the contract every statement follows: parameters, returned columns, semantics).
+//! (`migrations/`), or a team's own from its profile. Both follow one contract (parameters,
+//! returned columns, semantics): `insights_core::profile::contract`.
 //!
 //! Keep each one a single statement: in pooler mode it runs unnamed inside a transaction, in
 //! direct mode as a cached prepared statement, and a single statement is one snapshot either way.

@@ -2,8 +2,10 @@
 -- $1 text[]: lead ids; $2 bigint: newest messages to load.
 -- Prisma's DateTime columns hold UTC without a zone; AT TIME ZONE 'UTC' makes them timestamptz,
 -- which the watermark parameters are and which to_jsonb prints as RFC 3339.
+-- eligible: a lead unbooked since it was enqueued gets no insight (its job is skipped).
 -- The total is counted only when the window is full: otherwise its length is the total.
 SELECT l."id" AS lead_key,
+       l."bookedAt" IS NOT NULL AS eligible,
        jsonb_build_object(
            'id', l."id",
            'name', l."name",

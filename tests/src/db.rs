@@ -128,7 +128,7 @@ impl E2eDb {
     /// Domain and queue migrations, through the library (what `insights migrate` runs).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let settings = WorkerEnv::new(&self.url, "http://127.0.0.1:9/v1").settings()?;
-        insights_worker::admin::migrate(&settings)
+        insights_worker::admin::migrate(&settings, &insights_core::Profile::builtin()?)
             .await
             .map_err(|e| anyhow::anyhow!("migrating {}: {e}", self.name))
     }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use insights_core::{Conversation, Direction, LeadSnapshot, Message, PROMPT_VERSION, Settings};
+use insights_core::profile::PromptInput;
+use insights_core::{
+    Conversation, Direction, LeadKey, LeadSnapshot, Message, PROMPT_VERSION, Settings,
+};
 use insights_llm::{LlmClient, LlmConfig};
 use insights_store::DomainStatements;
 use sqlx::pool::PoolConnection;
@@ -155,21 +158,18 @@ async fn one_lead(
         total_message_count: total,
     };
     // The defect under test: the connection is still checked out while the LLM thinks.
+    let input = PromptInput::from_conversation(&conv).map_err(|e| anyhow!("prompt: {e}"))?;
     let insight = llm
-        .generate_insight(&conv)
+        .generate_insight(&LeadKey::Int(id), &input)
         .await
         .map_err(|e| anyhow!("LLM: {e}"))?;
     let watermark = conv
         .source_last_message_at()
         .context("conversation without a timestamp")?;
-    let c = &insight.content;
     timed(
         sqlx::query(AssertSqlSafe(upsert.to_owned()))
             .bind(vec![id])
-            .bind(vec![c.summary.clone()])
-            .bind(vec![c.sentiment.as_str().to_owned()])
-            .bind(vec![serde_json::to_string(&c.objections)?])
-            .bind(vec![serde_json::to_string(&c.next_steps)?])
+            .bind(vec![insight.document.clone()])
             .bind(vec![insight.model.clone()])
             .bind(vec![PROMPT_VERSION.to_owned()])
             .bind(vec![watermark])

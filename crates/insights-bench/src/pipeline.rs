@@ -68,7 +68,7 @@ impl PipelineEnv {
         let mock = serve_mock(listener, MockLlmConfig::with_latency(spec.llm_latency))
             .context("starting the mock LLM")?;
         let settings = settings(&db.url, &mock.base_url(), spec)?;
-        insights_worker::admin::migrate(&settings)
+        insights_worker::admin::migrate(&settings, &insights_core::Profile::builtin()?)
             .await
             .map_err(|e| anyhow!("migrate: {e}"))?;
         Ok(Self { db, mock, settings })

@@ -174,9 +174,15 @@ pub async fn run_connections(a: ConnectionsArgs) -> anyhow::Result<bool> {
                 let (pool, _) = pipeline::app_pool(&env.settings).await?;
                 let store = insights_store::Store::new(pool.clone(), Default::default());
                 let ids = store
-                    .candidate_ids(None, i64::try_from(a.naive_leads).unwrap_or(i64::MAX))
+                    .candidate_keys(None, i64::try_from(a.naive_leads).unwrap_or(i64::MAX))
                     .await
-                    .map_err(|e| anyhow!("candidates: {e}"))?;
+                    .map_err(|e| anyhow!("candidates: {e}"))?
+                    .into_iter()
+                    .filter_map(|k| match k {
+                        insights_core::LeadKey::Int(id) => Some(id),
+                        insights_core::LeadKey::Text(_) => None,
+                    })
+                    .collect();
                 pool.close().await;
                 naive::run(
                     &env.settings,

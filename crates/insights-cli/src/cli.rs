@@ -18,6 +18,8 @@ pub enum Failure {
     Usage(String),
     /// Runtime failure: exit 1.
     Runtime(anyhow::Error),
+    /// A profile the database cannot serve: exit 2, one line per problem.
+    Problems(Vec<String>),
 }
 
 impl From<ConfigError> for Failure {
@@ -30,6 +32,7 @@ impl From<WorkerError> for Failure {
     fn from(e: WorkerError) -> Self {
         match e {
             WorkerError::Config(msg) => Failure::Usage(msg),
+            WorkerError::Unusable(lines) => Failure::Problems(lines),
             other => Failure::Runtime(anyhow::Error::new(other)),
         }
     }
@@ -88,11 +91,16 @@ pub struct Overrides {
     /// Overrides INSIGHTS_HTTP_BIND (`off` disables the HTTP server of `work`).
     #[arg(long, global = true, value_name = "ADDR")]
     pub http_bind: Option<String>,
+    /// Overrides INSIGHTS_PROFILE: the profile `enqueue`, `work` and `check` use, and with which
+    /// `migrate` applies only the queue's migrations (`demo` keeps the built-in profile).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the domain and queue migrations (through DIRECT_DATABASE_URL when set).
+    /// Apply the domain and queue migrations (through DIRECT_DATABASE_URL when set); with a
+    /// profile only the queue's (the tables are the app's).
     Migrate,
     /// Insert deterministic synthetic leads with message threads.
     Seed {
@@ -107,6 +115,11 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Run the worker.
     Work(WorkArgs),
+    /// Check the profile against the app database without changing anything: statement types
+    /// against the contract, the candidate query's plan, the prompt for a real lead. Exit 0
+    /// when usable (warnings allowed), 2 with one line per problem, 1 when the database cannot
+    /// be reached.
+    Check(CheckArgs),
     /// Job counts by state of the insights queue.
     Status {
         #[arg(long)]
@@ -134,13 +147,25 @@ pub struct EnqueueArgs {
     /// At most this many leads (overrides INSIGHTS_ENQUEUE_LIMIT).
     #[arg(long, value_name = "N")]
     pub limit: Option<String>,
-    /// Enqueue these leads (when they exist and are booked) instead of querying candidates.
-    #[arg(long = "lead-id", value_name = "ID")]
-    pub lead_ids: Vec<i64>,
+    /// Enqueue these leads (when they exist and are booked) instead of querying candidates;
+    /// keys of the profile's type (a number, a uuid or text).
+    #[arg(long = "lead-id", value_name = "KEY")]
+    pub lead_ids: Vec<String>,
     /// Count candidates without enqueueing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print `{"candidates":N,"enqueued":N,"duplicates":N}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the prompt rendered for the sample lead.
+    #[arg(long)]
+    pub show_prompt: bool,
+    /// Print the report as JSON on stdout: problems (severity, statement, column or parameter,
+    /// expected, found, message), the plan, the sample.
     #[arg(long)]
     pub json: bool,
 }
@@ -267,6 +292,7 @@ impl Overrides {
         put("INSIGHTS_BREAKER_THRESHOLD", &self.breaker_threshold);
         put("INSIGHTS_LLM_BASE_URL", &self.llm_base_url);
         put("INSIGHTS_LLM_MODEL", &self.llm_model);
+        put("INSIGHTS_PROFILE", &self.profile);
         if !self.http_off() {
             put("INSIGHTS_HTTP_BIND", &self.http_bind);
         }
@@ -311,6 +337,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Seed { leads, seed } => seed_leads(ov, leads, seed).await,
         Command::Enqueue(args) => enqueue(ov, args).await,
         Command::Work(args) => work(ov, args).await,
+        Command::Check(args) => check(ov, args).await,
         Command::Status { json } => status(ov, json).await,
         Command::Jobs { command } => jobs(&settings(ov, &[])?, command).await,
         Command::Dashboard => Ok(http::run_dashboard(&settings(ov, &[])?).await?),
@@ -330,7 +357,8 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
 }
 
 async fn migrate(ov: &Overrides) -> Result<(), Failure> {
-    admin::migrate(&settings(ov, &[])?).await?;
+    let s = settings(ov, &[])?;
+    admin::migrate(&s, &*insights_worker::load_profile(s.profile.as_deref())?).await?;
     println!("migrations applied");
     Ok(())
 }
@@ -343,12 +371,20 @@ async fn seed_leads(ov: &Overrides, leads: u64, seed: u64) -> Result<(), Failure
 
 async fn enqueue(ov: &Overrides, args: EnqueueArgs) -> Result<(), Failure> {
     let s = settings(ov, &[("INSIGHTS_ENQUEUE_LIMIT", &args.limit)])?;
+    let profile = insights_worker::load_profile(s.profile.as_deref())?;
+    let kind = profile.lead_key();
+    let lead_ids = args
+        .lead_ids
+        .iter()
+        .map(|raw| kind.parse(raw))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WorkerError::Config(format!("--lead-id: {e}")))?;
     let request = EnqueueRequest {
         limit: s.enqueue_limit,
-        lead_ids: args.lead_ids,
+        lead_ids,
         dry_run: args.dry_run,
     };
-    let report = admin::enqueue(&s, request).await?;
+    let report = admin::enqueue(&s, &profile, request).await?;
     if args.json {
         return print_json(&report);
     }
@@ -369,6 +405,27 @@ async fn work(ov: &Overrides, args: WorkArgs) -> Result<(), Failure> {
         print_json(&summary)?;
     }
     Ok(())
+}
+
+async fn check(ov: &Overrides, args: CheckArgs) -> Result<(), Failure> {
+    use insights_worker::check::CheckOptions;
+    let options = CheckOptions {
+        show_prompt: args.show_prompt,
+    };
+    let report = insights_worker::check::check(&settings(ov, &[])?, options).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    for warning in report.warnings() {
+        eprintln!("warning: {}", warning.line());
+    }
+    if report.usable() {
+        Ok(())
+    } else {
+        Err(Failure::Problems(report.error_lines()))
+    }
 }
 
 async fn status(ov: &Overrides, json: bool) -> Result<(), Failure> {

@@ -36,6 +36,12 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
+        Err(Failure::Problems(lines)) => {
+            for line in lines {
+                eprintln!("error: {}", one_line(&line));
+            }
+            ExitCode::from(2)
+        }
         Err(Failure::Runtime(e)) => {
             // `{:#}` prints the context chain on one line: "a: b: c".
             eprintln!("error: {}", one_line(&format!("{e:#}")));

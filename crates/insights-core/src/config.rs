@@ -25,7 +25,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
@@ -549,6 +549,24 @@ impl OptionalForm for HttpUrl {
     }
 }
 
+/// A path to a file; `what` describes it. Whether the file exists and what it holds is the
+/// reader's business (the error then names the file).
+#[derive(Debug, Clone, Copy)]
+pub struct FilePath {
+    pub what: &'static str,
+}
+
+impl OptionalForm for FilePath {
+    type Value = PathBuf;
+
+    fn expected(&self) -> String {
+        self.what.to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(raw))
+    }
+}
+
 /// An IP address and port.
 #[derive(Debug, Clone, Copy)]
 pub struct Address;
@@ -568,6 +586,192 @@ impl Form for Address {
     }
     fn default_text(&self, default: SocketAddr) -> Option<String> {
         Some(default.to_string())
+    }
+}
+
+/// RFC 9110's `token`, what a header name (and an auth scheme) is made of.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Printable ASCII, spaces and tabs: what every HTTP stack accepts in a header value.
+fn is_header_value(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The header that carries the LLM API key, and the scheme written before the key in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHeader {
+    /// As written; header names are case-insensitive.
+    pub name: String,
+    /// `Bearer` in `Authorization: Bearer <key>`; `None` sends the key alone (Azure's `api-key`).
+    pub scheme: Option<String>,
+}
+
+impl AuthHeader {
+    /// `Name` or `Name: Scheme`, split without checking either part.
+    fn split(text: &str) -> Self {
+        let (name, scheme) = text.split_once(':').unwrap_or((text, ""));
+        let scheme = scheme.trim();
+        Self {
+            name: name.trim().to_owned(),
+            scheme: (!scheme.is_empty()).then(|| scheme.to_owned()),
+        }
+    }
+
+    /// What the header carries for `key`.
+    pub fn value(&self, key: &SecretString) -> SecretString {
+        SecretString::new(match &self.scheme {
+            Some(scheme) => format!("{scheme} {}", key.expose()),
+            None => key.expose().clone(),
+        })
+    }
+}
+
+impl Default for AuthHeader {
+    /// `INSIGHTS_LLM_AUTH_HEADER`'s default: `Authorization: Bearer`.
+    fn default() -> Self {
+        INSIGHTS_LLM_AUTH_HEADER.default_value()
+    }
+}
+
+impl fmt::Display for AuthHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scheme {
+            Some(scheme) => write!(f, "{}: {scheme}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// An [`AuthHeader`] written `Name` or `Name: Scheme`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthHeaderForm;
+
+impl Form for AuthHeaderForm {
+    type Value = AuthHeader;
+    type Default = &'static str;
+
+    fn expected(&self) -> String {
+        "a header name, optionally followed by `:` and the scheme written before the key, e.g. `api-key` or `Authorization: Bearer`".to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<AuthHeader, String> {
+        let header = AuthHeader::split(raw);
+        if !is_token(&header.name) {
+            return Err(format!("{} (not a header name)", self.expected()));
+        }
+        if header.scheme.as_deref().is_some_and(|s| !is_token(s)) {
+            return Err(format!("{} (the scheme is one word)", self.expected()));
+        }
+        Ok(header)
+    }
+    fn default_value(&self, default: &'static str) -> AuthHeader {
+        AuthHeader::split(default)
+    }
+    fn default_text(&self, default: &'static str) -> Option<String> {
+        Some(default.to_owned())
+    }
+}
+
+/// Headers the HTTP client writes itself; set again they would contradict the request.
+const CLIENT_HEADERS: [&str; 4] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+];
+
+/// Headers written `Name: value; Name2: value2`. The values may be secret: a refused value is
+/// never echoed, and a reason names an entry by its position, not by its text.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderList;
+
+impl Form for HeaderList {
+    type Value = Vec<(String, SecretString)>;
+    type Default = ();
+
+    fn expected(&self) -> String {
+        "`Name: value` pairs separated by `;`, e.g. `OpenAI-Project: proj_123; X-Team: crm`"
+            .to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        let refuse = |reason: String| format!("{} ({reason})", self.expected());
+        let mut headers: Self::Value = Vec::new();
+        let entries = raw.split(';').map(str::trim).filter(|e| !e.is_empty());
+        for (n, entry) in entries.enumerate().map(|(i, e)| (i + 1, e)) {
+            let Some((name, value)) = entry.split_once(':') else {
+                return Err(refuse(format!("entry {n} has no `:`")));
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if !is_token(name) {
+                return Err(refuse(format!(
+                    "entry {n} does not start with a header name"
+                )));
+            }
+            if value.is_empty() || !is_header_value(value) {
+                return Err(refuse(format!(
+                    "entry {n}'s value is empty or not printable ASCII"
+                )));
+            }
+            if CLIENT_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+                return Err(refuse(format!("the client sets `{name}` itself")));
+            }
+            if headers
+                .iter()
+                .any(|(seen, _)| seen.eq_ignore_ascii_case(name))
+            {
+                return Err(refuse(format!("`{name}` is set twice")));
+            }
+            headers.push((name.to_owned(), SecretString::new(value.to_owned())));
+        }
+        Ok(headers)
+    }
+    fn default_value(&self, _default: ()) -> Self::Value {
+        Vec::new()
+    }
+    fn default_text(&self, _default: ()) -> Option<String> {
+        None
+    }
+    fn echo(&self, raw: &str) -> String {
+        SecretString::new(raw.to_owned()).to_string()
+    }
+    fn secret(&self) -> bool {
+        true
+    }
+}
+
+/// URL query parameters written `name=value&name2=value2` (percent-encoding allowed).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryPairs;
+
+impl Form for QueryPairs {
+    type Value = Vec<(String, String)>;
+    type Default = ();
+
+    fn expected(&self) -> String {
+        "`name=value` pairs joined by `&`, e.g. `api-version=2024-10-21`".to_owned()
+    }
+    fn parse(&self, raw: &str) -> Result<Self::Value, String> {
+        let raw = raw.trim_start_matches('?');
+        if let Some(pair) = raw
+            .split('&')
+            .find(|p| !p.is_empty() && p.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+        {
+            return Err(format!("{} (`{pair}` is not name=value)", self.expected()));
+        }
+        Ok(url::form_urlencoded::parse(raw.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect())
+    }
+    fn default_value(&self, _default: ()) -> Self::Value {
+        Vec::new()
+    }
+    fn default_text(&self, _default: ()) -> Option<String> {
+        None
     }
 }
 
@@ -693,26 +897,43 @@ pub const INSIGHTS_LLM_MODEL: Var<Text> = Var {
 pub const INSIGHTS_LLM_API_KEY: Var<SecretText> = Var {
     name: "INSIGHTS_LLM_API_KEY",
     default: Absent::SameAs(OPENAI_API_KEY.name),
-    form: SecretText {
-        what: "a bearer token",
-    },
-    meaning: "Bearer token for the LLM API. Both unset: no Authorization header (local servers).",
+    form: SecretText { what: "an API key" },
+    meaning: "Key of the LLM API, sent in the header `INSIGHTS_LLM_AUTH_HEADER` names. Both unset: no key is sent (local servers).",
 };
 
 pub const OPENAI_API_KEY: Var<SecretText> = Var {
     name: "OPENAI_API_KEY",
     default: Absent::Unset,
-    form: SecretText {
-        what: "a bearer token",
-    },
+    form: SecretText { what: "an API key" },
     meaning: "Read when `INSIGHTS_LLM_API_KEY` is unset.",
+};
+
+pub const INSIGHTS_LLM_AUTH_HEADER: Var<AuthHeaderForm> = Var {
+    name: "INSIGHTS_LLM_AUTH_HEADER",
+    default: "Authorization: Bearer",
+    form: AuthHeaderForm,
+    meaning: "The header that carries the API key: the default sends `Authorization: Bearer <key>`; Azure OpenAI takes `api-key` (the key alone).",
+};
+
+pub const INSIGHTS_LLM_EXTRA_HEADERS: Var<HeaderList> = Var {
+    name: "INSIGHTS_LLM_EXTRA_HEADERS",
+    default: (),
+    form: HeaderList,
+    meaning: "Headers sent with every LLM request, such as `OpenAI-Project` or a gateway's token; a value cannot contain `;`. Treated as secret: values are never logged.",
+};
+
+pub const INSIGHTS_LLM_QUERY_PARAMS: Var<QueryPairs> = Var {
+    name: "INSIGHTS_LLM_QUERY_PARAMS",
+    default: (),
+    form: QueryPairs,
+    meaning: "Query parameters added to every LLM request, such as Azure OpenAI's `api-version=2024-10-21`. Not secret: they appear in error messages.",
 };
 
 pub const INSIGHTS_LLM_TIMEOUT_MS: Var<Millis> = Var {
     name: "INSIGHTS_LLM_TIMEOUT_MS",
     default: defaults::LLM_TIMEOUT_MS,
     form: TIMEOUT_MS,
-    meaning: "Total timeout of one LLM request.",
+    meaning: "Total timeout of one LLM request, the answer included; slow and reasoning models take minutes. Connecting has its own 5 s bound.",
 };
 
 pub const INSIGHTS_MAX_MESSAGES: Var<Count<u32>> = Var {
@@ -733,6 +954,15 @@ pub const INSIGHTS_PROMPT_BUDGET_CHARS: Var<Count<usize>> = Var {
         max: 10_000_000,
     },
     meaning: "Characters of conversation the prompt may carry (about 4 per token); the newest messages are kept.",
+};
+
+pub const INSIGHTS_PROFILE: Var<FilePath> = Var {
+    name: "INSIGHTS_PROFILE",
+    default: Absent::Unset,
+    form: FilePath {
+        what: "a path to a profile (TOML)",
+    },
+    meaning: "The profile that adapts the worker to a team's tables, prompt and insight shape (see `examples/prisma-supabase/`); `--profile` sets it for `enqueue`, `work` and `check`, and with it `migrate` applies only the queue's migrations. Unset: the built-in profile for this project's tables; `demo` always uses it.",
 };
 
 pub const INSIGHTS_HTTP_BIND: Var<Address> = Var {
@@ -778,9 +1008,13 @@ pub const VARIABLES: &[&dyn Row] = &[
     &INSIGHTS_LLM_MODEL,
     &INSIGHTS_LLM_API_KEY,
     &OPENAI_API_KEY,
+    &INSIGHTS_LLM_AUTH_HEADER,
+    &INSIGHTS_LLM_EXTRA_HEADERS,
+    &INSIGHTS_LLM_QUERY_PARAMS,
     &INSIGHTS_LLM_TIMEOUT_MS,
     &INSIGHTS_MAX_MESSAGES,
     &INSIGHTS_PROMPT_BUDGET_CHARS,
+    &INSIGHTS_PROFILE,
     &INSIGHTS_HTTP_BIND,
     &INSIGHTS_DASHBOARD_TOKEN,
     &RUST_LOG,
@@ -895,9 +1129,15 @@ pub struct Settings {
     pub llm_base_url: Option<Url>,
     pub llm_model: String,
     pub llm_api_key: Option<SecretString>,
+    pub llm_auth_header: AuthHeader,
+    /// Sent with every LLM request; `Debug` shows the names only.
+    pub llm_extra_headers: Vec<(String, SecretString)>,
+    pub llm_query_params: Vec<(String, String)>,
     pub llm_timeout: Duration,
     pub max_messages: u32,
     pub prompt_budget_chars: usize,
+    /// `INSIGHTS_PROFILE`; `None`: the built-in profile.
+    pub profile: Option<PathBuf>,
     pub http_bind: SocketAddr,
     pub dashboard_token: Option<SecretString>,
     pub log_filter: String,
@@ -923,9 +1163,13 @@ impl Default for Settings {
             llm_base_url: INSIGHTS_LLM_BASE_URL.default_value(),
             llm_model: INSIGHTS_LLM_MODEL.default_value(),
             llm_api_key: INSIGHTS_LLM_API_KEY.default_value(),
+            llm_auth_header: INSIGHTS_LLM_AUTH_HEADER.default_value(),
+            llm_extra_headers: INSIGHTS_LLM_EXTRA_HEADERS.default_value(),
+            llm_query_params: INSIGHTS_LLM_QUERY_PARAMS.default_value(),
             llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.default_value(),
             max_messages: INSIGHTS_MAX_MESSAGES.default_value(),
             prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.default_value(),
+            profile: INSIGHTS_PROFILE.default_value(),
             http_bind: INSIGHTS_HTTP_BIND.default_value(),
             dashboard_token: INSIGHTS_DASHBOARD_TOKEN.default_value(),
             log_filter: RUST_LOG.default_value(),
@@ -969,9 +1213,13 @@ impl Settings {
             llm_base_url: INSIGHTS_LLM_BASE_URL.read(get)?,
             llm_model: INSIGHTS_LLM_MODEL.read(get)?,
             llm_api_key: INSIGHTS_LLM_API_KEY.read(get)?,
+            llm_auth_header: INSIGHTS_LLM_AUTH_HEADER.read(get)?,
+            llm_extra_headers: INSIGHTS_LLM_EXTRA_HEADERS.read(get)?,
+            llm_query_params: INSIGHTS_LLM_QUERY_PARAMS.read(get)?,
             llm_timeout: INSIGHTS_LLM_TIMEOUT_MS.read(get)?,
             max_messages: INSIGHTS_MAX_MESSAGES.read(get)?,
             prompt_budget_chars: INSIGHTS_PROMPT_BUDGET_CHARS.read(get)?,
+            profile: INSIGHTS_PROFILE.read(get)?,
             http_bind: INSIGHTS_HTTP_BIND.read(get)?,
             dashboard_token: INSIGHTS_DASHBOARD_TOKEN.read(get)?,
             log_filter: RUST_LOG.read(get)?,
@@ -1075,6 +1323,7 @@ mod tests {
             "DIRECT_DATABASE_URL_FILE",
             "INSIGHTS_LLM_API_KEY_FILE",
             "OPENAI_API_KEY_FILE",
+            "INSIGHTS_LLM_EXTRA_HEADERS_FILE",
             "INSIGHTS_DASHBOARD_TOKEN_FILE",
         ]
         .into_iter()
@@ -1211,6 +1460,7 @@ mod tests {
         assert_eq!(s.max_job_age, Duration::from_secs(24 * 60 * 60));
         assert_eq!(s.pooler, PoolerMode::Direct);
         assert!(s.database_url.is_none());
+        assert!(s.profile.is_none(), "no profile: the built-in one");
         assert!(s.require_llm_base_url().is_err());
         assert!(s.check_http_exposure().is_ok());
     }
@@ -1468,6 +1718,126 @@ mod tests {
             Form::echo(&SecretText { what: "" }, "tok-secret"),
             "[redacted]"
         );
+    }
+
+    #[test]
+    fn the_auth_header_is_a_name_and_an_optional_scheme() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.llm_auth_header, AuthHeader::default());
+        assert_eq!(s.llm_auth_header.to_string(), "Authorization: Bearer");
+        let key = SecretString::new("k".to_owned());
+        assert_eq!(s.llm_auth_header.value(&key).expose(), "Bearer k");
+        let azure = settings(&[("INSIGHTS_LLM_AUTH_HEADER", " api-key ")])
+            .unwrap()
+            .llm_auth_header;
+        assert_eq!(azure.name, "api-key");
+        assert_eq!(azure.scheme, None);
+        assert_eq!(azure.value(&key).expose(), "k");
+        let gateway = settings(&[("INSIGHTS_LLM_AUTH_HEADER", "cf-aig-authorization:Bearer")])
+            .unwrap()
+            .llm_auth_header;
+        assert_eq!(gateway.to_string(), "cf-aig-authorization: Bearer");
+        for bad in ["api key", "Authorization: Bearer token", ": Bearer", "Ключ"] {
+            let e = settings(&[("INSIGHTS_LLM_AUTH_HEADER", bad)]).unwrap_err();
+            assert!(
+                e.to_string().starts_with(
+                    "INSIGHTS_LLM_AUTH_HEADER: expected a header name, optionally followed by `:`"
+                ),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn extra_headers_are_pairs_whose_values_are_never_shown() {
+        let s = settings(&[(
+            "INSIGHTS_LLM_EXTRA_HEADERS",
+            " OpenAI-Project: proj_123 ;X-Gateway-Token:Bearer tok-SECRET; ",
+        )])
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = s
+            .llm_extra_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.expose().as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("OpenAI-Project", "proj_123"),
+                ("X-Gateway-Token", "Bearer tok-SECRET")
+            ]
+        );
+        let dbg = format!("{s:?}");
+        assert!(
+            dbg.contains("X-Gateway-Token") && !dbg.contains("SECRET"),
+            "{dbg}"
+        );
+        assert!(settings(&[]).unwrap().llm_extra_headers.is_empty());
+
+        for (bad, reason) in [
+            ("X-Token SECRET", "(entry 1 has no `:`)"),
+            (
+                "A: 1; X Token: SECRET",
+                "(entry 2 does not start with a header name)",
+            ),
+            (
+                "X-Token:",
+                "(entry 1's value is empty or not printable ASCII)",
+            ),
+            (
+                "X-Token: SECRÉT",
+                "(entry 1's value is empty or not printable ASCII)",
+            ),
+            (
+                "Content-Type: text/SECRET",
+                "(the client sets `Content-Type` itself)",
+            ),
+            ("X-A: SECRET; x-a: SECRET", "(`x-a` is set twice)"),
+        ] {
+            let e = settings(&[("INSIGHTS_LLM_EXTRA_HEADERS", bad)]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "INSIGHTS_LLM_EXTRA_HEADERS: expected `Name: value` pairs separated by `;`, e.g. `OpenAI-Project: proj_123; X-Team: crm` {reason}, got \"[redacted]\""
+                )
+            );
+            assert!(!format!("{e:?}").contains("SECRET"));
+        }
+        // Secret, so also read from a file the way tokens are mounted.
+        let s = settings_with_files(
+            &[("INSIGHTS_LLM_EXTRA_HEADERS_FILE", "/run/secrets/headers")],
+            &[("/run/secrets/headers", "X-Team: crm\n")],
+        )
+        .unwrap();
+        assert_eq!(s.llm_extra_headers[0].1.expose(), "crm");
+    }
+
+    #[test]
+    fn query_params_are_name_value_pairs() {
+        let s = settings(&[(
+            "INSIGHTS_LLM_QUERY_PARAMS",
+            "api-version=2024-10-21&note=a%20b&flag=",
+        )])
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = s
+            .llm_query_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("api-version", "2024-10-21"), ("note", "a b"), ("flag", "")]
+        );
+        assert!(settings(&[]).unwrap().llm_query_params.is_empty());
+        for (bad, pair) in [("api-version", "api-version"), ("a=1&=2", "=2")] {
+            let e = settings(&[("INSIGHTS_LLM_QUERY_PARAMS", bad)]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "INSIGHTS_LLM_QUERY_PARAMS: expected `name=value` pairs joined by `&`, e.g. `api-version=2024-10-21` (`{pair}` is not name=value), got {bad:?}"
+                )
+            );
+        }
     }
 
     #[test]

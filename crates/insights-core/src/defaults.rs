@@ -11,7 +11,8 @@ pub const DB_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 pub const DB_STATEMENT_TIMEOUT_MS: u64 = 10_000;
 /// `INSIGHTS_LLM_MODEL`: a small, cheap model that supports strict `json_schema` output.
 pub const LLM_MODEL: &str = "gpt-4o-mini";
-/// `INSIGHTS_LLM_TIMEOUT_MS`.
-pub const LLM_TIMEOUT_MS: u64 = 60_000;
+/// `INSIGHTS_LLM_TIMEOUT_MS`: healthy calls take 30-120 s (reasoning models longer), and a call
+/// cut short is paid for and asked again; five minutes still ends a request that hangs.
+pub const LLM_TIMEOUT_MS: u64 = 300_000;
 /// `INSIGHTS_PROMPT_BUDGET_CHARS` (about 4 characters per token).
 pub const PROMPT_BUDGET_CHARS: usize = 24_000;

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::profile::LeadKey;
+
 /// Caps that keep one odd model answer from bloating the table or the dashboard.
 pub const MAX_SUMMARY_CHARS: usize = 4_000;
 pub const MAX_LIST_ITEMS: usize = 20;
@@ -107,12 +109,19 @@ pub enum InsightValidationError {
     },
 }
 
-/// Parses and validates the model's message content (a JSON string). Whitespace is trimmed and
-/// empty list items are dropped (harmless noise); an empty summary or anything over the caps is
-/// an error, which the LLM client retries a bounded number of times.
+/// Parses and validates the model's message content (a JSON string) as the built-in insight.
 pub fn parse_insight(raw: &str) -> Result<InsightContent, InsightValidationError> {
-    let mut content: InsightContent = serde_json::from_str(raw.trim())
+    let content: InsightContent = serde_json::from_str(raw.trim())
         .map_err(|e| InsightValidationError::Json(e.to_string()))?;
+    normalise_insight(content)
+}
+
+/// The built-in insight's rules beyond its schema: whitespace is trimmed and empty list items
+/// are dropped (harmless noise); an empty summary or anything over the caps is an error, which
+/// the LLM client retries a bounded number of times.
+pub fn normalise_insight(
+    mut content: InsightContent,
+) -> Result<InsightContent, InsightValidationError> {
     content.summary = content.summary.trim().to_owned();
     if content.summary.is_empty() {
         return Err(InsightValidationError::EmptySummary);
@@ -160,11 +169,13 @@ fn clean_list(
     Ok(items)
 }
 
-/// One row of `lead_conversation_insights`: the content and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One insight to write: the validated document and where it came from. The profile's upsert
+/// maps the document's fields to the team's columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InsightRecord {
-    pub lead_id: i64,
-    pub content: InsightContent,
+    pub lead_key: LeadKey,
+    /// The insight, valid against the profile's schema.
+    pub document: serde_json::Value,
     pub model: String,
     pub prompt_version: String,
     /// Freshness watermark: the newest message the insight was written from. The upsert only

@@ -22,14 +22,14 @@ pub mod prompt;
 pub mod secret;
 
 pub use config::{
-    ConfigError, PoolerMode, Row, Settings, Sources, VARIABLES, Var, variables_markdown,
+    AuthHeader, ConfigError, PoolerMode, Row, Settings, Sources, VARIABLES, Var, variables_markdown,
 };
 pub use conversation::{Conversation, Direction, LeadSnapshot, Message};
 pub use insight::{
     InsightContent, InsightRecord, InsightValidationError, Sentiment, insight_json_schema,
-    parse_insight,
+    normalise_insight, parse_insight,
 };
-pub use job::{INSIGHTS_QUEUE, InsightJob, LeadId};
+pub use job::{INSIGHTS_QUEUE, InsightJob};
 pub use profile::{LeadKey, LeadKeyKind, Profile, ProfileError};
-pub use prompt::{PROMPT_VERSION, Prompt, build_prompt};
+pub use prompt::{PROMPT_VERSION, Prompt};
 pub use secret::{DatabaseUrl, Secret, SecretString};

@@ -1,6 +1,10 @@
-//! The prompt sent to the LLM. Bump [`PROMPT_VERSION`] whenever the wording changes: it is
-//! stored with every insight so a team can tell which insights were written by which prompt.
+//! The built-in prompt's system text and version, the rendered [`Prompt`], and the budget rule
+//! every prompt follows (the newest messages that fit). Prompts are rendered by
+//! [`crate::profile::PromptTemplates`]; the built-in templates reproduce this project's prompt.
+//! Bump [`PROMPT_VERSION`] whenever the built-in wording changes: it is stored with every
+//! insight so a team can tell which insights were written by which prompt.
 
+#[cfg(test)]
 use crate::conversation::{Conversation, Message};
 
 pub const PROMPT_VERSION: &str = "insight-v1";
@@ -21,12 +25,16 @@ pub struct Prompt {
     pub included_messages: usize,
 }
 
+/// The built-in prompt as it was written before templates: kept as the test oracle that
+/// [`crate::profile::PromptTemplates::builtin`] must reproduce exactly.
+///
 /// Builds the prompt, keeping the NEWEST messages whose rendered lines fit in `budget_chars`
 /// (the recent part of a thread is what the next step depends on). If not even the newest
 /// message fits, it is included cut to the budget, so a non-empty conversation never yields an
 /// empty prompt unless the budget is 0. The LLM client shrinks the budget after a
 /// `finish_reason=length` answer and calls this again.
-pub fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt {
+#[cfg(test)]
+pub(crate) fn build_prompt(conversation: &Conversation, budget_chars: usize) -> Prompt {
     let lines: Vec<String> = conversation.messages.iter().map(render).collect();
     let kept = newest_within(&lines, budget_chars).1;
     let lead = &conversation.lead;
@@ -86,6 +94,7 @@ pub(crate) fn newest_within(lines: &[String], budget_chars: usize) -> (usize, Ve
     (start, lines.get(start..).unwrap_or_default().to_vec())
 }
 
+#[cfg(test)]
 fn render(m: &Message) -> String {
     use chrono::{Datelike, Timelike};
     use std::fmt::Write;

@@ -17,14 +17,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use insights_core::insight::INSIGHT_SCHEMA_NAME;
-use insights_core::{
-    Conversation, InsightContent, Prompt, build_prompt, insight_json_schema, parse_insight,
-};
+use insights_core::config::INSIGHTS_LLM_TIMEOUT_MS;
+use insights_core::profile::{OutputProfile, PromptInput, TokenLimitParameter};
+use insights_core::{LeadKey, Profile, Prompt};
 use insights_pg::Jitter;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use serde_json::json;
 
 use crate::config::LlmConfig;
 use crate::defaults;
@@ -33,9 +31,10 @@ use crate::retry_after::parse_retry_after;
 use crate::wire::{ChatMessageRef, ChatRequestRef, ChatResponse, ErrorEnvelope, Usage};
 
 /// A validated insight and what it cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LlmInsight {
-    pub content: InsightContent,
+    /// The insight document, valid against the profile's schema.
+    pub document: serde_json::Value,
     /// The model the server says answered (falls back to the configured one).
     pub model: String,
     /// Tokens billed across every attempt of this call (failed attempts cost too).
@@ -60,7 +59,11 @@ struct Inner {
     cfg: LlmConfig,
     /// Parsed once: reqwest would otherwise parse the string on every request.
     endpoint: reqwest::Url,
-    response_format: serde_json::Value,
+    /// The prompt templates, the insight's schema and the request parameters. `cfg` holds the
+    /// model, token limit and prompt budget already resolved against it.
+    profile: Arc<Profile>,
+    /// `None` when the profile turns structured outputs off.
+    response_format: Option<serde_json::Value>,
     /// How a server's hint is spread: never sooner than asked, so callers told the same wait
     /// do not return together.
     hint_jitter: Jitter,
@@ -78,7 +81,7 @@ impl std::fmt::Debug for LlmClient {
 /// The result of one HTTP request, before the retry policy decides.
 enum Attempt {
     Done {
-        content: InsightContent,
+        document: serde_json::Value,
         model: Option<String>,
         usage: Usage,
         request_id: Option<String>,
@@ -109,8 +112,11 @@ enum Attempt {
 /// The state of one `generate_insight` call across its requests: each kind of retry spends
 /// its own bound.
 struct Call<'a> {
-    conv: &'a Conversation,
-    lead_id: i64,
+    input: &'a PromptInput,
+    /// Every message rendered once; shrinking the prompt re-renders only around them.
+    lines: Vec<String>,
+    profile: &'a Profile,
+    lead_id: &'a LeadKey,
     min_budget: usize,
     budget: usize,
     prompt: Prompt,
@@ -121,29 +127,41 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    fn new(conv: &'a Conversation, cfg: &LlmConfig) -> Self {
-        Self {
-            conv,
-            lead_id: conv.lead.id,
+    fn new(
+        lead_id: &'a LeadKey,
+        input: &'a PromptInput,
+        profile: &'a Profile,
+        cfg: &LlmConfig,
+    ) -> Result<Self, LlmError> {
+        let templates = &profile.prompt.templates;
+        let lines = templates.message_lines(input).map_err(prompt_error)?;
+        let prompt = templates
+            .render_with_lines(input, &lines, cfg.prompt_budget_chars)
+            .map_err(prompt_error)?;
+        Ok(Self {
+            input,
+            lines,
+            profile,
+            lead_id,
             min_budget: cfg.min_prompt_budget_chars.min(cfg.prompt_budget_chars),
             budget: cfg.prompt_budget_chars,
-            prompt: build_prompt(conv, cfg.prompt_budget_chars),
+            prompt,
             transient_retries: 0,
             malformed_left: cfg.malformed_retries,
             attempts: 0,
             billed: Usage::default(),
-        }
+        })
     }
 
     fn insight(
         &self,
-        content: InsightContent,
+        document: serde_json::Value,
         model: Option<String>,
         request_id: Option<String>,
         cfg: &LlmConfig,
     ) -> LlmInsight {
         LlmInsight {
-            content,
+            document,
             model: model.unwrap_or_else(|| cfg.model.clone()),
             prompt_tokens: to_i64(self.billed.prompt_tokens),
             completion_tokens: to_i64(self.billed.completion_tokens),
@@ -158,7 +176,7 @@ impl<'a> Call<'a> {
         add_usage(&mut self.billed, usage);
         let (lead_id, attempts) = (self.lead_id, self.attempts);
         if self.malformed_left == 0 {
-            tracing::warn!(lead_id, attempts, %reason, "LLM content stayed malformed");
+            tracing::warn!(%lead_id, attempts, %reason, "LLM content stayed malformed");
             return Err(LlmError::Malformed {
                 reason,
                 snippet,
@@ -166,7 +184,7 @@ impl<'a> Call<'a> {
             });
         }
         self.malformed_left -= 1;
-        tracing::debug!(lead_id, attempts, %reason, "LLM content malformed; asking again");
+        tracing::debug!(%lead_id, attempts, %reason, "LLM content malformed; asking again");
         Ok(())
     }
 
@@ -178,10 +196,15 @@ impl<'a> Call<'a> {
         // same request again after a nominal halving.
         let used = self.prompt.user.chars().count();
         let next_budget = (budget.min(used) / 2).max(self.min_budget);
-        let next = build_prompt(self.conv, next_budget);
+        let next = self
+            .profile
+            .prompt
+            .templates
+            .render_with_lines(self.input, &self.lines, next_budget)
+            .map_err(prompt_error)?;
         if next_budget >= budget || next.user.len() >= self.prompt.user.len() {
             tracing::warn!(
-                lead_id,
+                %lead_id,
                 attempts,
                 budget,
                 "LLM output truncated at the smallest prompt"
@@ -196,7 +219,7 @@ impl<'a> Call<'a> {
             });
         }
         tracing::debug!(
-            lead_id,
+            %lead_id,
             attempts,
             budget,
             next_budget,
@@ -209,77 +232,99 @@ impl<'a> Call<'a> {
 }
 
 impl LlmClient {
+    /// A client with the built-in profile: this project's prompt and insight.
     pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+        let profile = Profile::builtin().map_err(|e| LlmError::Permanent {
+            kind: LlmErrorKind::Config,
+            status: None,
+            reason: e.to_string(),
+        })?;
+        Self::with_profile(cfg, Arc::new(profile))
+    }
+
+    /// A client that renders the profile's prompt, asks for its schema and validates replies
+    /// against it. The profile's model, output token limit and prompt budget, when it sets
+    /// them, replace `cfg`'s.
+    pub fn with_profile(mut cfg: LlmConfig, profile: Arc<Profile>) -> Result<Self, LlmError> {
+        if let Some(model) = &profile.llm.model {
+            cfg.model = model.clone();
+        }
+        if let Some(max_tokens) = profile.llm.max_output_tokens {
+            cfg.max_tokens = max_tokens;
+        }
+        if let Some(budget) = profile.prompt.budget_chars {
+            cfg.prompt_budget_chars = budget;
+        }
+        let config_error = |reason| LlmError::Permanent {
+            kind: LlmErrorKind::Config,
+            status: None,
+            reason,
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .user_agent(concat!("insights-worker/", env!("CARGO_PKG_VERSION")))
+            .default_headers(cfg.headers().map_err(config_error)?)
+            // A redirect to another host would carry the key along unless it sits in
+            // `Authorization`; an API endpoint has no reason to redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| LlmError::Permanent {
-                kind: LlmErrorKind::Config,
-                status: None,
-                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            .map_err(|e| {
+                config_error(format!("cannot build the HTTP client: {}", error_chain(&e)))
             })?;
-        let endpoint = reqwest::Url::parse(&cfg.endpoint())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| LlmError::Permanent {
-                kind: LlmErrorKind::Config,
-                status: None,
-                reason: format!(
-                    "LLM base URL must be an http:// or https:// URL, got {:?}",
-                    cfg.base_url
-                ),
-            })?;
-        let response_format = json!({
-            "type": "json_schema",
-            "json_schema": {
-                "name": INSIGHT_SCHEMA_NAME,
-                "strict": true,
-                "schema": insight_json_schema(),
-            }
-        });
+        let endpoint = cfg.endpoint_url().map_err(config_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 hint_jitter: Jitter::Up(defaults::RETRY_AFTER_JITTER),
                 http,
                 cfg,
                 endpoint,
-                response_format,
+                response_format: profile.response_format(),
+                profile,
             }),
         })
     }
 
+    /// The configuration in effect (the profile's model, token limit and budget applied).
     pub fn config(&self) -> &LlmConfig {
         &self.inner.cfg
     }
 
-    /// Asks the model for the conversation's insight, applying the retry policy in the module
-    /// docs. Never holds anything but an HTTP connection while waiting.
-    pub async fn generate_insight(&self, conv: &Conversation) -> Result<LlmInsight, LlmError> {
-        let mut call = Call::new(conv, &self.inner.cfg);
-        let user = format!("lead-{}", conv.lead.id);
+    pub fn profile(&self) -> &Profile {
+        &self.inner.profile
+    }
+
+    /// Asks the model for the lead's insight, rendering the prompt from `input` with the
+    /// profile's templates and applying the retry policy in the module docs. Never holds
+    /// anything but an HTTP connection while waiting.
+    pub async fn generate_insight(
+        &self,
+        lead_id: &LeadKey,
+        input: &PromptInput,
+    ) -> Result<LlmInsight, LlmError> {
+        let mut call = Call::new(lead_id, input, &self.inner.profile, &self.inner.cfg)?;
+        let user = format!("lead-{lead_id}");
         loop {
             call.attempts += 1;
             let request = self.request(&call.prompt, &user);
             let started = Instant::now();
             match self.attempt(&request).await {
                 Attempt::Done {
-                    content,
+                    document,
                     model,
                     usage,
                     request_id,
                 } => {
                     add_usage(&mut call.billed, usage);
                     tracing::debug!(
-                        lead_id = call.lead_id,
+                        lead_id = %call.lead_id,
                         attempts = call.attempts,
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         prompt_tokens = call.billed.prompt_tokens,
                         completion_tokens = call.billed.completion_tokens,
                         "LLM insight generated"
                     );
-                    return Ok(call.insight(content, model, request_id, &self.inner.cfg));
+                    return Ok(call.insight(document, model, request_id, &self.inner.cfg));
                 }
                 Attempt::Transient {
                     reason,
@@ -294,7 +339,7 @@ impl LlmClient {
                     status,
                     reason,
                 } => {
-                    tracing::warn!(lead_id = call.lead_id, attempts = call.attempts, ?status, %kind, %reason, "LLM request failed permanently");
+                    tracing::warn!(lead_id = %call.lead_id, attempts = call.attempts, ?status, %kind, %reason, "LLM request failed permanently");
                     return Err(LlmError::Permanent {
                         kind,
                         status,
@@ -308,7 +353,7 @@ impl LlmClient {
                 } => call.malformed(reason, snippet, usage)?,
                 Attempt::Length { usage } => call.shrink_prompt(usage, &self.inner.cfg)?,
                 Attempt::Refused { reason } => {
-                    tracing::info!(lead_id = call.lead_id, attempts = call.attempts, %reason, "LLM refused");
+                    tracing::info!(lead_id = %call.lead_id, attempts = call.attempts, %reason, "LLM refused");
                     return Err(LlmError::Refused { reason });
                 }
             }
@@ -325,18 +370,18 @@ impl LlmClient {
         hint: Option<Duration>,
     ) -> Result<Duration, LlmError> {
         let cfg = &self.inner.cfg;
-        let (lead_id, attempts) = (call.lead_id, call.attempts);
+        let (lead_id, attempts) = (call.lead_id.clone(), call.attempts);
         if let Some(hint) = hint
             && hint > cfg.max_inline_wait
         {
-            tracing::info!(lead_id, attempts, ?hint, %reason, "LLM asked for a long wait; handing the job back");
+            tracing::info!(%lead_id, attempts, ?hint, %reason, "LLM asked for a long wait; handing the job back");
             return Err(LlmError::RetryLater {
                 after: hint,
                 reason,
             });
         }
         if call.transient_retries >= cfg.max_retries {
-            tracing::warn!(lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
+            tracing::warn!(%lead_id, attempts, ?status, %reason, "LLM transient failures exhausted the inline retries");
             if status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16()) {
                 return Err(LlmError::RetryLater {
                     after: hint.unwrap_or(cfg.retry.cap),
@@ -355,13 +400,16 @@ impl LlmClient {
             Some(hint) => self.inner.hint_jitter.apply(hint),
             None => cfg.retry.delay(call.transient_retries),
         };
-        tracing::debug!(lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
+        tracing::debug!(%lead_id, attempts, ?status, ?wait, %reason, "LLM transient failure; retrying");
         Ok(wait)
     }
 
     fn request<'a>(&'a self, prompt: &'a Prompt, user: &'a str) -> ChatRequestRef<'a> {
+        let inner = &*self.inner;
+        let limit = inner.cfg.max_tokens;
+        let parameter = inner.profile.llm.token_limit_parameter;
         ChatRequestRef {
-            model: &self.inner.cfg.model,
+            model: &inner.cfg.model,
             messages: [
                 ChatMessageRef {
                     role: "system",
@@ -372,38 +420,47 @@ impl LlmClient {
                     content: &prompt.user,
                 },
             ],
-            response_format: &self.inner.response_format,
-            max_tokens: self.inner.cfg.max_tokens,
+            response_format: inner.response_format.as_ref(),
+            max_tokens: (parameter == TokenLimitParameter::MaxTokens).then_some(limit),
+            max_completion_tokens: (parameter == TokenLimitParameter::MaxCompletionTokens)
+                .then_some(limit),
+            temperature: inner.profile.llm.temperature,
             user,
         }
     }
 
     async fn attempt(&self, request: &ChatRequestRef<'_>) -> Attempt {
         let cfg = &self.inner.cfg;
-        let mut builder = self
+        let builder = self
             .inner
             .http
             .post(self.inner.endpoint.clone())
             .timeout(cfg.request_timeout)
             .json(request);
-        if let Some(key) = &cfg.api_key {
-            builder = builder.bearer_auth(key.expose());
-        }
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, cfg.request_timeout),
         };
         let status = response.status();
         let headers = response.headers().clone();
         let body = match read_capped(response, defaults::MAX_RESPONSE_BYTES).await {
             Ok(b) => b,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, cfg.request_timeout),
         };
         if status.is_success() {
-            classify_success(&headers, &body)
+            classify_success(&self.inner.profile.output, &headers, &body)
         } else {
             classify_failure(status, &headers, &body)
         }
+    }
+}
+
+/// The prompt cannot be rendered from what the load returned for this lead.
+fn prompt_error(e: insights_core::profile::RenderError) -> LlmError {
+    LlmError::Permanent {
+        kind: LlmErrorKind::Prompt,
+        status: None,
+        reason: e.to_string(),
     }
 }
 
@@ -424,16 +481,23 @@ async fn read_capped(
     Ok(buf)
 }
 
-fn transport_failure(e: &reqwest::Error) -> Attempt {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
+fn transport_failure(e: &reqwest::Error, request_timeout: Duration) -> Attempt {
+    // A connect timeout is both; raising the request timeout would not help it.
+    let reason = if e.is_connect() {
+        format!("could not connect: {}", error_chain(e))
+    } else if e.is_timeout() {
+        // Named with its variable: a healthy but slow model times out on every retry until
+        // someone raises it.
+        format!(
+            "request timed out after {request_timeout:?} ({}={}; raise it for slow models)",
+            INSIGHTS_LLM_TIMEOUT_MS.name,
+            request_timeout.as_millis()
+        )
     } else {
-        "transport error"
+        format!("transport error: {}", error_chain(e))
     };
     Attempt::Transient {
-        reason: format!("{what}: {}", error_chain(e)),
+        reason,
         status: None,
         hint: None,
     }
@@ -475,7 +539,7 @@ fn classify_failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Att
     }
 }
 
-fn classify_success(headers: &HeaderMap, body: &[u8]) -> Attempt {
+fn classify_success(output: &OutputProfile, headers: &HeaderMap, body: &[u8]) -> Attempt {
     let parsed: ChatResponse = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
@@ -522,9 +586,9 @@ fn classify_success(headers: &HeaderMap, body: &[u8]) -> Attempt {
         };
     }
     let raw = choice.message.content.unwrap_or_default();
-    match parse_insight(&raw) {
-        Ok(content) => Attempt::Done {
-            content,
+    match output.accept(&raw) {
+        Ok(document) => Attempt::Done {
+            document,
             model: parsed.model.filter(|m| !m.is_empty()),
             usage,
             request_id: header_string(headers, "x-request-id").or(parsed.id),

@@ -15,8 +15,8 @@ pub const MODEL: &str = insights_core::defaults::LLM_MODEL;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Total bound of one HTTP request (headers and body). Unbounded requests hang forever in
-/// practice; a minute covers a slow model writing a few hundred tokens.
-/// Same value as `INSIGHTS_LLM_TIMEOUT_MS`'s default.
+/// practice; healthy calls take 30-120 s, reasoning models longer, and the connect phase has
+/// its own short bound. Same value as `INSIGHTS_LLM_TIMEOUT_MS`'s default.
 pub const REQUEST_TIMEOUT: Duration =
     Duration::from_millis(insights_core::defaults::LLM_TIMEOUT_MS);
 

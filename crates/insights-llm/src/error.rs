@@ -27,6 +27,9 @@ pub enum LlmErrorKind {
     Truncated,
     /// The client could not be built or the request could not be formed.
     Config,
+    /// The prompt could not be rendered from this lead's loaded rows (a field the template
+    /// reads is missing or of the wrong kind for a filter): a per-lead outcome, no request made.
+    Prompt,
 }
 
 impl LlmErrorKind {
@@ -42,6 +45,7 @@ impl LlmErrorKind {
             LlmErrorKind::Refused => "refused",
             LlmErrorKind::Truncated => "truncated",
             LlmErrorKind::Config => "config",
+            LlmErrorKind::Prompt => "prompt",
         }
     }
 

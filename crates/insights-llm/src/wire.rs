@@ -12,8 +12,11 @@ pub struct ChatRequest {
     pub response_format: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// OpenAI's newer models take the output limit only under this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     /// End-user identifier (`lead-<id>`): providers use it for abuse monitoring, the mock to count
     /// requests per lead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,8 +29,15 @@ pub struct ChatRequest {
 pub struct ChatRequestRef<'a> {
     pub model: &'a str,
     pub messages: [ChatMessageRef<'a>; 2],
-    pub response_format: &'a serde_json::Value,
-    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<&'a serde_json::Value>,
+    /// Exactly one of the two token-limit fields is set, as the profile names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     pub user: &'a str,
 }
 

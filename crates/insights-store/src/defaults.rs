@@ -65,3 +65,8 @@ pub const LOADER_LINGER: Duration = Duration::ZERO;
 /// ... with this many statements in flight (each on its own connection).
 pub const LOADER_MAX_CONCURRENT_LOADS: usize = 2;
 pub const LOADER_QUEUE_CAPACITY: usize = 8192;
+
+/// `lock_timeout` of `insights check`'s transaction (at most its statement timeout): preparing
+/// a statement takes the locks running it would, and a table someone holds locked makes that
+/// statement "not checked" quickly instead of stalling the check.
+pub const CHECK_LOCK_TIMEOUT: Duration = Duration::from_secs(1);

@@ -2,7 +2,8 @@
 //! domain migrations, the three domain statements (candidate query, conversation load, insight
 //! upsert) with a batched conversation loader and a batched insight writer, store errors and
 //! backon retries, the connection gate in front of every call, connection hold
-//! instrumentation, and deterministic seeding. Error classification, backoff, the gate and the
+//! instrumentation, deterministic seeding, and the read-only introspection `insights check`
+//! runs (`check`: describe, plan, never write). Error classification, backoff, the gate and the
 //! migration runner are insights-pg's; the store only applies them.
 //!
 //! It must not know about the job queue or the LLM. Every call is bounded by a timeout and never
@@ -11,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod batcher;
+pub mod check;
 pub mod defaults;
 pub mod error;
 pub mod loader;
@@ -33,5 +35,5 @@ pub use retry::{RetryPolicy, retry_transient};
 pub use seed::{SeedReport, seed};
 pub use statements::DomainStatements;
 pub use stats::StoreStats;
-pub use store::{LoadedConversation, Store, StoreOptions, UpsertOutcome};
+pub use store::{LoadedLead, Store, StoreOptions, UpsertOutcome};
 pub use writer::{InsightWriter, WriterConfig};

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batcher::{self, Batching};
 use crate::defaults;
 use crate::error::StoreError;
-use crate::store::{LoadedConversation, Store};
+use crate::store::{LoadedLead, Store};
+use insights_core::LeadKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConfig {
@@ -40,12 +41,12 @@ impl LoaderConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<Option<LoadedConversation>, StoreError>>;
+type Reply = oneshot::Sender<Result<Option<LoadedLead>, StoreError>>;
 
 /// Handle to the loader task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Clone)]
 pub struct ConversationLoader {
-    tx: mpsc::Sender<(i64, Reply)>,
+    tx: mpsc::Sender<(LeadKey, Reply)>,
     statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -65,10 +66,10 @@ impl ConversationLoader {
     }
 
     /// Same as [`Store::load_conversation`], possibly sharing a statement with other loads.
-    pub async fn load(&self, lead_id: i64) -> Result<Option<LoadedConversation>, StoreError> {
+    pub async fn load(&self, key: LeadKey) -> Result<Option<LoadedLead>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((lead_id, reply))
+            .send((key, reply))
             .await
             .map_err(|_| StoreError::LoaderClosed)?;
         answer.await.map_err(|_| StoreError::LoaderClosed)?
@@ -83,7 +84,7 @@ impl ConversationLoader {
 async fn run(
     store: Store,
     config: LoaderConfig,
-    rx: mpsc::Receiver<(i64, Reply)>,
+    rx: mpsc::Receiver<(LeadKey, Reply)>,
     statements: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let batching = Batching {
@@ -99,25 +100,25 @@ async fn run(
     .await;
 }
 
-async fn load(store: &Store, batch: Vec<(i64, Reply)>, max_messages: u32) {
-    let mut ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    match store.load_conversations(&ids, max_messages).await {
+async fn load(store: &Store, batch: Vec<(LeadKey, Reply)>, max_messages: u32) {
+    let mut keys: Vec<LeadKey> = batch.iter().map(|(key, _)| key.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    match store.load_leads(&keys, max_messages).await {
         Ok(found) => {
-            let mut found: HashMap<i64, LoadedConversation> = found;
-            // Duplicate ids in one batch each get a copy.
-            let mut wanted: HashMap<i64, usize> = HashMap::new();
-            for (id, _) in &batch {
-                *wanted.entry(*id).or_default() += 1;
+            let mut found: HashMap<LeadKey, LoadedLead> = found;
+            // Duplicate keys in one batch each get a copy.
+            let mut wanted: HashMap<LeadKey, usize> = HashMap::new();
+            for (key, _) in &batch {
+                *wanted.entry(key.clone()).or_default() += 1;
             }
-            for (id, reply) in batch {
-                let left = wanted.entry(id).or_default();
+            for (key, reply) in batch {
+                let left = wanted.entry(key.clone()).or_default();
                 *left -= 1;
                 let value = if *left == 0 {
-                    found.remove(&id)
+                    found.remove(&key)
                 } else {
-                    found.get(&id).cloned()
+                    found.get(&key).cloned()
                 };
                 let _ = reply.send(Ok(value));
             }

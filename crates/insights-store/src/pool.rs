@@ -165,7 +165,7 @@ pub fn connect_options(settings: &PoolSettings) -> Result<PgConnectOptions, Stor
     Ok(opts)
 }
 
-fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
+pub(crate) fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections.max(1))
         .min_connections(0)
@@ -218,15 +218,30 @@ pub async fn connect(settings: &PoolSettings) -> Result<PgPool, StoreError> {
 
 /// Opens and closes one connection, bounded by the acquire timeout.
 pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(), StoreError> {
+    let conn = connect_one(settings, opts).await?;
+    let _ = tokio::time::timeout(settings.acquire_timeout, conn.close()).await;
+    Ok(())
+}
+
+/// One connection that answered a query, bounded by the acquire timeout. The error is one
+/// line: `cannot reach database at <redacted URL> (<variable>): <reason>`.
+pub async fn connect_one(
+    settings: &PoolSettings,
+    opts: &PgConnectOptions,
+) -> Result<PgConnection, StoreError> {
     let target = settings.target();
     let timeout = settings.acquire_timeout;
     // Connect and run one query: a pooler accepts the login even when Postgres behind it is
     // down, so only a query proves the database is reachable. Simple protocol: pooler-safe.
     let attempt = async {
         let mut conn = PgConnection::connect_with(opts).await?;
-        let checked = sqlx::raw_sql("SELECT 1").execute(&mut conn).await;
-        let _ = conn.close().await;
-        checked.map(|_| ())
+        match sqlx::raw_sql("SELECT 1").execute(&mut conn).await {
+            Ok(_) => Ok(conn),
+            Err(e) => {
+                let _ = conn.close().await;
+                Err(e)
+            }
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(StoreError::Connect {
@@ -242,7 +257,7 @@ pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(
             )),
             class: classify(&e),
         }),
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(conn)) => Ok(conn),
     }
 }
 

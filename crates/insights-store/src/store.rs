@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use insights_core::{Conversation, Direction, InsightRecord, LeadSnapshot, Message};
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use insights_core::profile::PromptInput;
+use insights_core::{InsightRecord, LeadKey, LeadKeyKind};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::types::Uuid;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
 use crate::defaults;
 use crate::error::StoreError;
@@ -59,21 +62,28 @@ impl StoreOptions {
     }
 }
 
-/// What the handler needs after loading: the conversation and the stored insight's watermark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadedConversation {
-    pub conversation: Conversation,
+/// One lead as the load returned it: what the prompt is rendered from, and the watermarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedLead {
+    pub key: LeadKey,
+    /// False: the lead no longer wants an insight (for example it was unbooked).
+    pub eligible: bool,
+    /// The template's `lead`, `messages` and totals.
+    pub input: PromptInput,
+    /// The watermark of what was loaded (newest message, or the lead's last-message time if
+    /// newer); `None` when the lead has no messages.
+    pub source_last_message_at: Option<DateTime<Utc>>,
     /// `source_last_message_at` of the stored insight; `None` when there is none.
     pub stored_source_last_message_at: Option<DateTime<Utc>>,
 }
 
-impl LoadedConversation {
+impl LoadedLead {
     /// The stored insight already covers the newest message: nothing to do (a re-delivered or
     /// duplicate job must not pay for a second LLM call).
     pub fn is_fresh(&self) -> bool {
         match (
             self.stored_source_last_message_at,
-            self.conversation.source_last_message_at(),
+            self.source_last_message_at,
         ) {
             (Some(stored), Some(current)) => stored >= current,
             (Some(_), None) => true,
@@ -213,63 +223,79 @@ impl Store {
         retry_transient(&self.inner.options.retry, || self.attempt(op, statement)).await
     }
 
-    /// One keyset page of candidate lead ids, ascending: booked leads with messages whose
-    /// insight is missing or stale. Pass the last id of the previous page as `after`.
-    pub async fn candidate_ids(
+    /// One keyset page of candidate lead keys, ascending: booked leads with messages whose
+    /// insight is missing or stale. Pass the last key of the previous page as `after`.
+    pub async fn candidate_keys(
         &self,
-        after: Option<i64>,
+        after: Option<&LeadKey>,
         limit: i64,
-    ) -> Result<Vec<i64>, StoreError> {
-        let sql = Arc::clone(&self.inner.options.statements.candidates);
+    ) -> Result<Vec<LeadKey>, StoreError> {
+        let op = "candidates";
+        let statements = &self.inner.options.statements;
+        let kind = statements.lead_key;
+        let sql = Arc::clone(&statements.candidates);
         let persistent = self.persistent();
-        let after = after.unwrap_or(i64::MIN);
+        let after = after
+            .map(|k| KeyArg::new(kind, std::slice::from_ref(k)))
+            .transpose()?;
         let limit = limit.max(0);
-        self.call("candidate_ids", &move |conn| {
-            let sql = Arc::clone(&sql);
-            Box::pin(async move {
-                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
-                    .bind(after)
-                    .bind(limit)
-                    .persistent(persistent)
-                    .fetch_all(conn)
-                    .await
+        let rows = self
+            .call(op, &move |conn| {
+                let sql = Arc::clone(&sql);
+                let after = after.clone();
+                Box::pin(async move {
+                    let query = sqlx::query(AssertSqlSafe(sql));
+                    let query = match after {
+                        Some(after) => after.bind_one(query),
+                        None => KeyArg::bind_null(kind, query),
+                    };
+                    query
+                        .bind(limit)
+                        .persistent(persistent)
+                        .fetch_all(conn)
+                        .await
+                })
             })
-        })
-        .await
+            .await?;
+        rows.iter().map(|r| decode_key(op, kind, r)).collect()
     }
 
     /// The lead and its newest `max_messages` messages (oldest first), the total message count
     /// and the stored insight's watermark, read in one statement (one snapshot). `None` when
     /// the lead does not exist.
-    pub async fn load_conversation(
+    pub async fn load_lead(
         &self,
-        lead_id: i64,
+        key: &LeadKey,
         max_messages: u32,
-    ) -> Result<Option<LoadedConversation>, StoreError> {
-        let mut found = self.load_conversations(&[lead_id], max_messages).await?;
-        Ok(found.remove(&lead_id))
+    ) -> Result<Option<LoadedLead>, StoreError> {
+        let mut found = self
+            .load_leads(std::slice::from_ref(key), max_messages)
+            .await?;
+        Ok(found.remove(key))
     }
 
-    /// [`Self::load_conversation`] for many leads in one statement (one snapshot); leads that
-    /// do not exist are absent from the map. Used by [`crate::ConversationLoader`].
-    pub async fn load_conversations(
+    /// [`Self::load_lead`] for many leads in one statement (one snapshot); leads that do not
+    /// exist are absent from the map. Used by [`crate::ConversationLoader`].
+    pub async fn load_leads(
         &self,
-        lead_ids: &[i64],
+        keys: &[LeadKey],
         max_messages: u32,
-    ) -> Result<HashMap<i64, LoadedConversation>, StoreError> {
-        if lead_ids.is_empty() {
+    ) -> Result<HashMap<LeadKey, LoadedLead>, StoreError> {
+        let op = "load";
+        if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = Arc::clone(&self.inner.options.statements.load);
+        let statements = &self.inner.options.statements;
+        let kind = statements.lead_key;
+        let sql = Arc::clone(&statements.load);
         let persistent = self.persistent();
-        let ids: Arc<[i64]> = Arc::from(lead_ids);
+        let keys = KeyArg::new(kind, keys)?;
         let rows = self
-            .call("load_conversation", &move |conn| {
+            .call(op, &move |conn| {
                 let sql = Arc::clone(&sql);
-                let ids = ids.to_vec();
+                let keys = keys.clone();
                 Box::pin(async move {
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(ids)
+                    keys.bind_array(sqlx::query(AssertSqlSafe(sql)))
                         .bind(i64::from(max_messages))
                         .persistent(persistent)
                         .fetch_all(conn)
@@ -278,7 +304,7 @@ impl Store {
             })
             .await?;
         rows.iter()
-            .map(|r| decode_loaded(r).map(|l| (l.conversation.lead.id, l)))
+            .map(|r| decode_loaded(kind, r).map(|l| (l.key.clone(), l)))
             .collect()
     }
 
@@ -293,7 +319,7 @@ impl Store {
     ) -> Result<UpsertOutcome, StoreError> {
         let mut out = self.upsert_batch(std::slice::from_ref(record)).await?;
         out.pop().ok_or_else(|| StoreError::Decode {
-            op: "upsert_insight",
+            op: "upsert",
             detail: "no result row".to_owned(),
         })
     }
@@ -304,14 +330,15 @@ impl Store {
         &self,
         records: &[InsightRecord],
     ) -> Result<Vec<UpsertOutcome>, StoreError> {
+        let op = "upsert";
         if records.is_empty() {
             return Ok(Vec::new());
         }
         // One row per lead: ON CONFLICT cannot touch a row twice in one statement.
-        let mut winner: HashMap<i64, usize> = HashMap::with_capacity(records.len());
+        let mut winner: HashMap<&LeadKey, usize> = HashMap::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             winner
-                .entry(r.lead_id)
+                .entry(&r.lead_key)
                 .and_modify(|w| {
                     if r.source_last_message_at >= records[*w].source_last_message_at {
                         *w = i;
@@ -321,20 +348,18 @@ impl Store {
         }
         let mut unique: Vec<usize> = winner.values().copied().collect();
         unique.sort_unstable();
-        let cols = Columns::from_records(unique.iter().map(|&i| &records[i]))?;
+        let kind = self.inner.options.statements.lead_key;
+        let cols = Columns::from_records(kind, unique.iter().map(|&i| &records[i]))?;
         let sql = Arc::clone(&self.inner.options.statements.upsert);
         let persistent = self.persistent();
-        let rows: Vec<(i64, bool, bool)> = self
-            .call("upsert_insights", &move |conn| {
+        let rows = self
+            .call(op, &move |conn| {
                 let sql = Arc::clone(&sql);
                 let c = cols.clone();
                 Box::pin(async move {
-                    sqlx::query_as::<_, (i64, bool, bool)>(AssertSqlSafe(sql))
-                        .bind(c.lead_id)
-                        .bind(c.summary)
-                        .bind(c.sentiment)
-                        .bind(c.objections)
-                        .bind(c.next_steps)
+                    c.lead_key
+                        .bind_array(sqlx::query(AssertSqlSafe(sql)))
+                        .bind(c.document)
                         .bind(c.model)
                         .bind(c.prompt_version)
                         .bind(c.source_last_message_at)
@@ -348,21 +373,30 @@ impl Store {
                 })
             })
             .await?;
-        let by_lead: HashMap<i64, (bool, bool)> =
-            rows.into_iter().map(|(id, w, e)| (id, (w, e))).collect();
+        let mut by_lead: HashMap<LeadKey, (bool, bool)> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let err = |e: sqlx::Error| StoreError::Decode {
+                op,
+                detail: e.to_string(),
+            };
+            let key = decode_key(op, kind, row)?;
+            let written: bool = row.try_get("written").map_err(err)?;
+            let exists: bool = row.try_get("lead_exists").map_err(err)?;
+            by_lead.insert(key, (written, exists));
+        }
         records
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let (written, exists) =
                     by_lead
-                        .get(&r.lead_id)
+                        .get(&r.lead_key)
                         .copied()
                         .ok_or_else(|| StoreError::Decode {
-                            op: "upsert_insights",
-                            detail: format!("no result row for lead {}", r.lead_id),
+                            op,
+                            detail: format!("no result row for lead {}", r.lead_key),
                         })?;
-                let is_winner = winner.get(&r.lead_id) == Some(&i);
+                let is_winner = winner.get(&r.lead_key) == Some(&i);
                 Ok(if !exists {
                     UpsertOutcome::LeadGone
                 } else if written && is_winner {
@@ -380,28 +414,17 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn loaded(stored: Option<i64>, newest: Option<i64>) -> LoadedConversation {
+    fn loaded(stored: Option<i64>, newest: Option<i64>) -> LoadedLead {
         let at = |m: i64| Utc.timestamp_opt(1_700_000_000 + m * 60, 0).unwrap();
-        LoadedConversation {
-            conversation: Conversation {
-                lead: LeadSnapshot {
-                    id: 1,
-                    name: String::new(),
-                    email: String::new(),
-                    booked_at: None,
-                    last_message_at: newest.map(at),
-                },
-                messages: newest
-                    .map(|m| Message {
-                        id: 1,
-                        direction: Direction::Inbound,
-                        body: "b".into(),
-                        sent_at: at(m),
-                    })
-                    .into_iter()
-                    .collect(),
-                total_message_count: i64::from(newest.is_some()),
+        LoadedLead {
+            key: LeadKey::Int(1),
+            eligible: true,
+            input: PromptInput {
+                lead: serde_json::json!({}),
+                messages: Vec::new(),
+                total_message_count: 0,
             },
+            source_last_message_at: newest.map(at),
             stored_source_last_message_at: stored.map(at),
         }
     }
@@ -417,14 +440,104 @@ mod tests {
     }
 }
 
+/// Lead keys bound as the statements' key type: `bigint`, `uuid` or `text` (one or an array).
+#[derive(Debug, Clone)]
+enum KeyArg {
+    Int(Vec<i64>),
+    Uuid(Vec<Uuid>),
+    Text(Vec<String>),
+}
+
+impl KeyArg {
+    fn new(kind: LeadKeyKind, keys: &[LeadKey]) -> Result<Self, StoreError> {
+        let wrong = |key: &LeadKey| StoreError::Decode {
+            op: "bind lead key",
+            detail: format!("lead key {key} is not a {} key", kind.sql_type()),
+        };
+        Ok(match kind {
+            LeadKeyKind::Bigint => KeyArg::Int(
+                keys.iter()
+                    .map(|k| match k {
+                        LeadKey::Int(i) => Ok(*i),
+                        LeadKey::Text(_) => Err(wrong(k)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            LeadKeyKind::Uuid => KeyArg::Uuid(
+                keys.iter()
+                    .map(|k| match k {
+                        LeadKey::Text(s) => Uuid::parse_str(s).map_err(|_| wrong(k)),
+                        LeadKey::Int(_) => Err(wrong(k)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            LeadKeyKind::Text => KeyArg::Text(
+                keys.iter()
+                    .map(|k| match k {
+                        LeadKey::Text(s) => Ok(s.clone()),
+                        LeadKey::Int(_) => Err(wrong(k)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn bind_array<'q>(
+        self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        match self {
+            KeyArg::Int(v) => query.bind(v),
+            KeyArg::Uuid(v) => query.bind(v),
+            KeyArg::Text(v) => query.bind(v),
+        }
+    }
+
+    /// Binds the first key alone (a scalar parameter).
+    fn bind_one<'q>(
+        self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        match self {
+            KeyArg::Int(v) => query.bind(v.first().copied()),
+            KeyArg::Uuid(v) => query.bind(v.first().copied()),
+            KeyArg::Text(v) => query.bind(v.into_iter().next()),
+        }
+    }
+
+    /// A NULL of the key type (the candidate query's first page).
+    fn bind_null(
+        kind: LeadKeyKind,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Query<'_, Postgres, PgArguments> {
+        match kind {
+            LeadKeyKind::Bigint => query.bind(None::<i64>),
+            LeadKeyKind::Uuid => query.bind(None::<Uuid>),
+            LeadKeyKind::Text => query.bind(None::<String>),
+        }
+    }
+}
+
+/// The `lead_key` column of a result row.
+fn decode_key(op: &'static str, kind: LeadKeyKind, row: &PgRow) -> Result<LeadKey, StoreError> {
+    let err = |e: sqlx::Error| StoreError::Decode {
+        op,
+        detail: e.to_string(),
+    };
+    Ok(match kind {
+        LeadKeyKind::Bigint => LeadKey::Int(row.try_get("lead_key").map_err(err)?),
+        LeadKeyKind::Uuid => {
+            LeadKey::Text(row.try_get::<Uuid, _>("lead_key").map_err(err)?.to_string())
+        }
+        LeadKeyKind::Text => LeadKey::Text(row.try_get("lead_key").map_err(err)?),
+    })
+}
+
 /// The upsert's parallel arrays.
 #[derive(Clone)]
 struct Columns {
-    lead_id: Vec<i64>,
-    summary: Vec<String>,
-    sentiment: Vec<String>,
-    objections: Vec<String>,
-    next_steps: Vec<String>,
+    lead_key: KeyArg,
+    document: Vec<serde_json::Value>,
     model: Vec<String>,
     prompt_version: Vec<String>,
     source_last_message_at: Vec<DateTime<Utc>>,
@@ -436,101 +549,74 @@ struct Columns {
 
 impl Columns {
     fn from_records<'a>(
-        records: impl ExactSizeIterator<Item = &'a InsightRecord>,
+        kind: LeadKeyKind,
+        records: impl ExactSizeIterator<Item = &'a InsightRecord> + Clone,
     ) -> Result<Self, StoreError> {
-        let n = records.len();
-        let mut c = Columns {
-            lead_id: Vec::with_capacity(n),
-            summary: Vec::with_capacity(n),
-            sentiment: Vec::with_capacity(n),
-            objections: Vec::with_capacity(n),
-            next_steps: Vec::with_capacity(n),
-            model: Vec::with_capacity(n),
-            prompt_version: Vec::with_capacity(n),
-            source_last_message_at: Vec::with_capacity(n),
-            source_message_count: Vec::with_capacity(n),
-            prompt_tokens: Vec::with_capacity(n),
-            completion_tokens: Vec::with_capacity(n),
-            llm_request_id: Vec::with_capacity(n),
-        };
-        let json = |v: &Vec<String>| {
-            serde_json::to_string(v).map_err(|e| StoreError::Decode {
-                op: "upsert_insights",
-                detail: e.to_string(),
-            })
-        };
-        for r in records {
-            c.lead_id.push(r.lead_id);
-            c.summary.push(r.content.summary.clone());
-            c.sentiment.push(r.content.sentiment.as_str().to_owned());
-            c.objections.push(json(&r.content.objections)?);
-            c.next_steps.push(json(&r.content.next_steps)?);
-            c.model.push(r.model.clone());
-            c.prompt_version.push(r.prompt_version.clone());
-            c.source_last_message_at.push(r.source_last_message_at);
-            c.source_message_count.push(r.source_message_count);
-            c.prompt_tokens.push(r.prompt_tokens);
-            c.completion_tokens.push(r.completion_tokens);
-            c.llm_request_id.push(r.llm_request_id.clone());
-        }
-        Ok(c)
+        let keys: Vec<LeadKey> = records.clone().map(|r| r.lead_key.clone()).collect();
+        Ok(Columns {
+            lead_key: KeyArg::new(kind, &keys)?,
+            document: records.clone().map(|r| r.document.clone()).collect(),
+            model: records.clone().map(|r| r.model.clone()).collect(),
+            prompt_version: records.clone().map(|r| r.prompt_version.clone()).collect(),
+            source_last_message_at: records.clone().map(|r| r.source_last_message_at).collect(),
+            source_message_count: records.clone().map(|r| r.source_message_count).collect(),
+            prompt_tokens: records.clone().map(|r| r.prompt_tokens).collect(),
+            completion_tokens: records.clone().map(|r| r.completion_tokens).collect(),
+            llm_request_id: records.map(|r| r.llm_request_id.clone()).collect(),
+        })
     }
 }
 
-fn decode_loaded(row: &PgRow) -> Result<LoadedConversation, StoreError> {
-    let op = "load_conversation";
+fn decode_loaded(kind: LeadKeyKind, row: &PgRow) -> Result<LoadedLead, StoreError> {
+    let op = "load";
     let err = |e: sqlx::Error| StoreError::Decode {
         op,
         detail: e.to_string(),
     };
-    let lead = LeadSnapshot {
-        id: row.try_get("id").map_err(err)?,
-        name: row
-            .try_get::<Option<String>, _>("name")
-            .map_err(err)?
-            .unwrap_or_default(),
-        email: row
-            .try_get::<Option<String>, _>("email")
-            .map_err(err)?
-            .unwrap_or_default(),
-        booked_at: row.try_get("booked_at").map_err(err)?,
-        last_message_at: row.try_get("last_message_at").map_err(err)?,
-    };
-    let total_message_count: i64 = row.try_get("total_message_count").map_err(err)?;
-    let stored: Option<DateTime<Utc>> =
-        row.try_get("stored_source_last_message_at").map_err(err)?;
-    let ids: Vec<i64> = row.try_get("message_ids").map_err(err)?;
-    let directions: Vec<String> = row.try_get("message_directions").map_err(err)?;
-    let bodies: Vec<String> = row.try_get("message_bodies").map_err(err)?;
-    let sent: Vec<DateTime<Utc>> = row.try_get("message_sent_at").map_err(err)?;
-    if ids.len() != directions.len() || ids.len() != bodies.len() || ids.len() != sent.len() {
+    let key = decode_key(op, kind, row)?;
+    let lead: serde_json::Value = row.try_get("lead").map_err(err)?;
+    if !lead.is_object() {
         return Err(StoreError::Decode {
             op,
-            detail: "message arrays differ in length".to_owned(),
+            detail: format!("lead {key}: column \"lead\" must be a JSON object, got {lead}"),
         });
     }
-    let mut messages = Vec::with_capacity(ids.len());
-    for (((id, direction), body), sent_at) in ids.into_iter().zip(directions).zip(bodies).zip(sent)
+    let messages = match row
+        .try_get::<serde_json::Value, _>("messages")
+        .map_err(err)?
     {
-        let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Decode {
-            op,
-            detail: format!(
-                "message {id} has direction {direction:?}, expected inbound or outbound"
-            ),
-        })?;
-        messages.push(Message {
-            id,
-            direction,
-            body,
-            sent_at,
-        });
-    }
-    Ok(LoadedConversation {
-        conversation: Conversation {
+        serde_json::Value::Array(m) => m,
+        serde_json::Value::Null => Vec::new(),
+        other => {
+            return Err(StoreError::Decode {
+                op,
+                detail: format!(
+                    "lead {key}: column \"messages\" must be a JSON array, got {}",
+                    json_kind(&other)
+                ),
+            });
+        }
+    };
+    Ok(LoadedLead {
+        eligible: row.try_get("eligible").map_err(err)?,
+        input: PromptInput {
             lead,
             messages,
-            total_message_count,
+            total_message_count: row.try_get("total_message_count").map_err(err)?,
         },
-        stored_source_last_message_at: stored,
+        source_last_message_at: row.try_get("source_last_message_at").map_err(err)?,
+        stored_source_last_message_at: row.try_get("stored_source_last_message_at").map_err(err)?,
+        key,
     })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }

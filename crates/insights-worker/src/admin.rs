@@ -5,24 +5,26 @@
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
-use insights_core::{INSIGHTS_QUEUE, Settings};
+use insights_core::{INSIGHTS_QUEUE, Profile, Settings};
 use insights_llm::mock::{MockLlmConfig, serve_mock};
 use insights_queue::{JobDetail, JobState, JobSummary, StateCounts};
 use insights_store::pool::{self, PoolSettings};
-use insights_store::{SeedReport, Store, StoreOptions};
+use insights_store::{SeedReport, StoreOptions};
 use serde::Serialize;
 
 use crate::error::WorkerError;
 use crate::producer::{EnqueueReport, EnqueueRequest};
 use crate::wiring::{self, queue_err, store_err};
 
-/// Applies the domain migrations and the queue migrations, through `DIRECT_DATABASE_URL` when
-/// set (the queue schema goes to the queue database).
-pub async fn migrate(settings: &Settings) -> Result<(), WorkerError> {
+/// Migrates the queue, and this project's own tables unless the profile brings the team's
+/// (whose schema is theirs to manage: their migrations, not ours, create it).
+pub async fn migrate(settings: &Settings, profile: &Profile) -> Result<(), WorkerError> {
     let ps = PoolSettings::migration_from_settings(settings)?;
     let pool = pool::connect(&ps).await.map_err(store_err)?;
-    let report = insights_store::migrate(&pool).await.map_err(store_err)?;
-    tracing::info!(applied = ?report.applied, "domain migrations done");
+    if profile.statements.is_none() {
+        let report = insights_store::migrate(&pool).await.map_err(store_err)?;
+        tracing::info!(applied = ?report.applied, "domain migrations done");
+    }
     let same_db = settings.queue_database_url == settings.database_url;
     if same_db {
         insights_queue::migrate(&pool).await.map_err(queue_err)?;
@@ -71,10 +73,11 @@ impl fmt::Display for SeedText {
 /// Runs the producer once.
 pub async fn enqueue(
     settings: &Settings,
+    profile: &Profile,
     req: EnqueueRequest,
 ) -> Result<EnqueueReport, WorkerError> {
     let (app, app_ps) = wiring::app_pool(settings).await?;
-    let store = Store::new(app.clone(), StoreOptions::for_pool(&app_ps));
+    let store = wiring::store(app.clone(), profile, StoreOptions::for_pool(&app_ps));
     let queue = wiring::queue(settings).await?;
     let report = crate::producer::enqueue(&store, &queue, req).await;
     app.close().await;

@@ -6,12 +6,13 @@
 //! earlier ones already have fresh insights.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use insights_core::{DatabaseUrl, Settings};
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_queue::Queue;
-use insights_store::{Store, StoreOptions};
+use insights_store::StoreOptions;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
@@ -167,7 +168,7 @@ async fn start_mock_llm(latency: Duration) -> Result<MockHandle, WorkerError> {
 /// The demo database, created when missing and migrated, and the worker's pools on it.
 async fn prepare_database(settings: &Settings) -> Result<wiring::Pools, WorkerError> {
     ensure_database(settings).await?;
-    crate::admin::migrate(settings).await?;
+    crate::admin::migrate(settings, &*wiring::load_profile(None)?).await?;
     wiring::pools(settings).await
 }
 
@@ -185,8 +186,9 @@ async fn seed_and_drain(
     pools: &wiring::Pools,
     opts: &DemoOptions,
 ) -> Result<Drained, WorkerError> {
-    let store = Store::new(
+    let store = wiring::store(
         pools.app.clone(),
+        &*wiring::load_profile(None)?,
         StoreOptions::for_pool(&pools.app_settings),
     );
     let queue = Queue::new(pools.queue.clone(), wiring::queue_config(settings));
@@ -222,7 +224,7 @@ async fn seed_and_drain(
     let summary = runner::run_worker_with(WorkerParts {
         store,
         queue,
-        llm: wiring::llm_client(settings)?,
+        llm: wiring::llm_client(settings, Arc::clone(&options.profile))?,
         metrics: Metrics::new(),
         options,
         backend_sampler: Some(runner::pools_sampler(pools)),

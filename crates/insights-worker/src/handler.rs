@@ -31,13 +31,12 @@ use std::time::{Duration, Instant};
 use apalis_core::error::{BoxDynError, RetryAfterError};
 use apalis_core::task::data::Data;
 use chrono::Utc;
-use insights_core::{Conversation, InsightJob, InsightRecord, PROMPT_VERSION};
+use insights_core::profile::PromptInput;
+use insights_core::{InsightJob, InsightRecord, LeadKey, LeadKeyKind};
 use insights_llm::{LlmClient, LlmError, LlmInsight};
 use insights_pg::Jitter;
 use insights_queue::{JobLease, Permanent, Snooze};
-use insights_store::{
-    ConversationLoader, InsightWriter, LoadedConversation, StoreError, UpsertOutcome,
-};
+use insights_store::{ConversationLoader, InsightWriter, LoadedLead, StoreError, UpsertOutcome};
 use serde::Serialize;
 
 use crate::breaker::{Breaker, LlmPermit};
@@ -66,7 +65,10 @@ pub struct PipelineConfig {
     pub loader: ConversationLoader,
     /// Batched writes.
     pub writer: InsightWriter,
+    /// Carries the profile: prompt, schema and the version stored with every insight.
     pub llm: LlmClient,
+    /// The SQL type of the profile's lead keys; a job whose key does not fit is discarded.
+    pub lead_key: LeadKeyKind,
     pub breaker: Breaker,
     pub metrics: Metrics,
 }
@@ -188,12 +190,11 @@ pub fn llm_verdict(e: &LlmError) -> (Verdict, LlmSignal) {
     )
 }
 
-/// Why a loaded conversation needs no LLM call, if it does not.
-pub fn skip_reason(loaded: &LoadedConversation) -> Option<SkipReason> {
-    let conv = &loaded.conversation;
-    if conv.lead.booked_at.is_none() {
-        Some(SkipReason::NotBooked)
-    } else if conv.is_empty() || conv.source_last_message_at().is_none() {
+/// Why a loaded lead needs no LLM call, if it does not.
+pub fn skip_reason(loaded: &LoadedLead) -> Option<SkipReason> {
+    if !loaded.eligible {
+        Some(SkipReason::NotEligible)
+    } else if loaded.input.messages.is_empty() || loaded.source_last_message_at.is_none() {
         Some(SkipReason::NoMessages)
     } else if loaded.is_fresh() {
         Some(SkipReason::Fresh)
@@ -228,34 +229,43 @@ impl Pipeline {
         job: InsightJob,
         lease: Option<&JobLease>,
     ) -> Result<JobOutcome, Verdict> {
-        let lead_id = job.lead_id;
+        let lead_id = match self.inner.lead_key.fit(job.lead_id) {
+            Ok(key) => key,
+            Err(e) => {
+                return Err(Verdict::Discard {
+                    reason: format!(
+                        "{e}: the profile's statements take {} keys",
+                        self.inner.lead_key.sql_type()
+                    ),
+                });
+            }
+        };
         let age = lease
             .and_then(|l| l.age(Utc::now()))
             .unwrap_or(Duration::ZERO);
         let write_deadline = Instant::now() + self.max_job_age.saturating_sub(age);
 
-        let Some(loaded) = self.load(lead_id).await? else {
-            return Ok(self.skip(lead_id, SkipReason::LeadGone));
+        let Some(loaded) = self.load(&lead_id).await? else {
+            return Ok(self.skip(&lead_id, SkipReason::LeadGone));
         };
         // A duplicate or re-delivered job pays nothing.
         if let Some(reason) = skip_reason(&loaded) {
-            return Ok(self.skip(lead_id, reason));
+            return Ok(self.skip(&lead_id, reason));
         }
-        let conv = loaded.conversation;
-        let Some(source_last_message_at) = conv.source_last_message_at() else {
-            return Ok(self.skip(lead_id, SkipReason::NoMessages));
+        let Some(source_last_message_at) = loaded.source_last_message_at else {
+            return Ok(self.skip(&lead_id, SkipReason::NoMessages));
         };
-        let insight = self.generate(lead_id, &conv).await?;
+        let insight = self.generate(&lead_id, &loaded.input).await?;
         let record = InsightRecord {
-            lead_id,
-            content: insight.content,
+            document: insight.document,
             model: insight.model,
-            prompt_version: PROMPT_VERSION.to_owned(),
+            prompt_version: self.inner.llm.profile().prompt.version.clone(),
             source_last_message_at,
-            source_message_count: conv.total_message_count,
+            source_message_count: loaded.input.total_message_count,
             prompt_tokens: insight.prompt_tokens,
             completion_tokens: insight.completion_tokens,
             llm_request_id: insight.request_id,
+            lead_key: lead_id,
         };
         self.write(record, write_deadline).await
     }
@@ -263,7 +273,7 @@ impl Pipeline {
     /// Loads the lead and its newest messages in one short statement (shared with concurrent
     /// jobs); the connection is back in the pool before anything else happens. `None`: the
     /// lead is gone.
-    async fn load(&self, lead_id: i64) -> Result<Option<LoadedConversation>, Verdict> {
+    async fn load(&self, lead_id: &LeadKey) -> Result<Option<LoadedLead>, Verdict> {
         let p = &*self.inner;
         // While the breaker's pause runs the database is presumed down: adding to the
         // connection attempts would only prolong that.
@@ -274,7 +284,7 @@ impl Pipeline {
             });
         }
         let t = Instant::now();
-        let loaded = p.loader.load(lead_id).await;
+        let loaded = p.loader.load(lead_id.clone()).await;
         p.metrics.stage(Stage::Load, t.elapsed());
         match loaded {
             Ok(l) => {
@@ -287,7 +297,11 @@ impl Pipeline {
 
     /// Asks the LLM for the insight, with no database connection held; while the endpoint is
     /// presumed down only one probe goes through.
-    async fn generate(&self, lead_id: i64, conv: &Conversation) -> Result<LlmInsight, Verdict> {
+    async fn generate(
+        &self,
+        lead_id: &LeadKey,
+        input: &PromptInput,
+    ) -> Result<LlmInsight, Verdict> {
         let p = &*self.inner;
         let _probe = match p.breaker.llm_permit() {
             LlmPermit::Go => None,
@@ -300,7 +314,7 @@ impl Pipeline {
             }
         };
         let t = Instant::now();
-        let insight = p.llm.generate_insight(conv).await;
+        let insight = p.llm.generate_insight(lead_id, input).await;
         p.metrics.stage(Stage::Llm, t.elapsed());
         match insight {
             Ok(i) => {
@@ -319,7 +333,7 @@ impl Pipeline {
     /// `deadline`.
     async fn write(&self, record: InsightRecord, deadline: Instant) -> Result<JobOutcome, Verdict> {
         let p = &*self.inner;
-        let lead_id = record.lead_id;
+        let lead_id = record.lead_key.clone();
         let t = Instant::now();
         let written = self.write_with_retry(record, deadline).await;
         p.metrics.stage(Stage::Write, t.elapsed());
@@ -329,13 +343,13 @@ impl Pipeline {
                 Ok(JobOutcome::Written)
             }
             Ok(UpsertOutcome::StaleIgnored) => Ok(JobOutcome::Superseded),
-            Ok(UpsertOutcome::LeadGone) => Ok(self.skip(lead_id, SkipReason::LeadGone)),
+            Ok(UpsertOutcome::LeadGone) => Ok(self.skip(&lead_id, SkipReason::LeadGone)),
             Err(e) => Err(self.store_failure(&e)),
         }
     }
 
-    fn skip(&self, lead_id: i64, reason: SkipReason) -> JobOutcome {
-        tracing::debug!(lead_id, %reason, "skipped");
+    fn skip(&self, lead_id: &LeadKey, reason: SkipReason) -> JobOutcome {
+        tracing::debug!(%lead_id, %reason, "skipped");
         self.inner.metrics.skipped(reason);
         JobOutcome::Skipped(reason)
     }
@@ -349,7 +363,7 @@ impl Pipeline {
         verdict
     }
 
-    fn llm_failure(&self, lead_id: i64, e: &LlmError) -> Verdict {
+    fn llm_failure(&self, lead_id: &LeadKey, e: &LlmError) -> Verdict {
         let p = &*self.inner;
         let (verdict, signal) = llm_verdict(e);
         match signal {
@@ -364,9 +378,9 @@ impl Pipeline {
             }
         }
         if matches!(verdict, Verdict::Discard { .. }) {
-            tracing::warn!(lead_id, kind = %e.kind(), error = %e, "LLM failed permanently: discarding job");
+            tracing::warn!(%lead_id, kind = %e.kind(), error = %e, "LLM failed permanently: discarding job");
         } else {
-            tracing::debug!(lead_id, kind = %e.kind(), error = %e, "LLM call failed");
+            tracing::debug!(%lead_id, kind = %e.kind(), error = %e, "LLM call failed");
         }
         verdict
     }
@@ -411,7 +425,7 @@ impl Pipeline {
                     if Instant::now() + wait >= deadline {
                         return Err(e);
                     }
-                    tracing::debug!(lead_id = record.lead_id, error = %e, ?wait, "insight write failed; retrying");
+                    tracing::debug!(lead_id = %record.lead_key, error = %e, ?wait, "insight write failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
@@ -448,33 +462,24 @@ pub async fn handle_insight_job(
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use insights_core::{Conversation, Direction, LeadSnapshot, Message};
     use insights_llm::LlmErrorKind;
     use insights_store::ErrorClass;
 
-    fn loaded(booked: bool, messages: usize, stored_secs: Option<i64>) -> LoadedConversation {
+    fn loaded(booked: bool, messages: usize, stored_secs: Option<i64>) -> LoadedLead {
         let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).single().unwrap();
-        let messages: Vec<Message> = (0..messages)
-            .map(|i| Message {
-                id: i as i64,
-                direction: Direction::Inbound,
-                body: "hi".into(),
-                sent_at: at(i as i64 * 10),
-            })
+        let messages: Vec<serde_json::Value> = (0..messages)
+            .map(|i| serde_json::json!({"body": "hi", "sent_at": at(i as i64 * 10)}))
             .collect();
-        let last = messages.last().map(|m| m.sent_at);
-        LoadedConversation {
-            conversation: Conversation {
-                lead: LeadSnapshot {
-                    id: 1,
-                    name: "n".into(),
-                    email: "e".into(),
-                    booked_at: booked.then(|| at(0)),
-                    last_message_at: last,
-                },
+        let last = (!messages.is_empty()).then(|| at((messages.len() as i64 - 1) * 10));
+        LoadedLead {
+            key: LeadKey::Int(1),
+            eligible: booked,
+            input: PromptInput {
+                lead: serde_json::json!({"id": 1}),
                 total_message_count: messages.len() as i64,
                 messages,
             },
+            source_last_message_at: last,
             stored_source_last_message_at: stored_secs.map(at),
         }
     }
@@ -483,7 +488,7 @@ mod tests {
     fn skip_rules() {
         assert_eq!(
             skip_reason(&loaded(false, 3, None)),
-            Some(SkipReason::NotBooked)
+            Some(SkipReason::NotEligible)
         );
         assert_eq!(
             skip_reason(&loaded(true, 0, None)),

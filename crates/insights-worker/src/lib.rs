@@ -6,6 +6,8 @@
 //! - `signals`: shutdown (ctrl-c, SIGTERM, the embedder's stop token, idleness) and the switch
 //!   that stops a run's background tasks.
 //! - `http`: every route (health, readiness, metrics, dashboard) and `insights dashboard`.
+//! - `check`: `insights check` (a profile against the live database) and the same checks
+//!   before `work` starts.
 //! - `admin`: the one-shot operations the CLI wires; `demo`: the one-command demo;
 //!   `wiring`: pools and clients from `Settings`.
 //!
@@ -16,6 +18,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod check;
 pub mod defaults;
 pub mod demo;
 pub mod error;
@@ -33,4 +36,4 @@ pub use handler::{JobOutcome, Pipeline};
 pub use metrics::{Metrics, SkipReason, Snapshot};
 pub use producer::{EnqueueReport, EnqueueRequest, enqueue};
 pub use runner::{RunOptions, WorkSummary, run_worker};
-pub use wiring::{Pools, pools, queue_config};
+pub use wiring::{Pools, load_profile, pools, queue_config};

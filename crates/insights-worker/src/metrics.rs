@@ -21,8 +21,8 @@ pub enum SkipReason {
     LeadGone,
     /// The lead has no messages.
     NoMessages,
-    /// The lead is not booked (only booked leads get insights).
-    NotBooked,
+    /// The load says the lead no longer wants an insight (for example it was unbooked).
+    NotEligible,
     /// The stored insight already covers the latest message.
     Fresh,
 }
@@ -31,7 +31,7 @@ impl SkipReason {
     pub const ALL: [SkipReason; 4] = [
         SkipReason::LeadGone,
         SkipReason::NoMessages,
-        SkipReason::NotBooked,
+        SkipReason::NotEligible,
         SkipReason::Fresh,
     ];
 
@@ -39,7 +39,7 @@ impl SkipReason {
         match self {
             SkipReason::LeadGone => "lead_gone",
             SkipReason::NoMessages => "no_messages",
-            SkipReason::NotBooked => "not_booked",
+            SkipReason::NotEligible => "not_eligible",
             SkipReason::Fresh => "fresh",
         }
     }
@@ -48,7 +48,7 @@ impl SkipReason {
         match self {
             SkipReason::LeadGone => 0,
             SkipReason::NoMessages => 1,
-            SkipReason::NotBooked => 2,
+            SkipReason::NotEligible => 2,
             SkipReason::Fresh => 3,
         }
     }
@@ -120,7 +120,7 @@ pub struct Snapshot {
     pub skipped: u64,
     pub skipped_lead_gone: u64,
     pub skipped_no_messages: u64,
-    pub skipped_not_booked: u64,
+    pub skipped_not_eligible: u64,
     pub skipped_fresh: u64,
     /// Jobs that ended in an error (retried later, snoozed or discarded).
     pub failed: u64,
@@ -239,7 +239,7 @@ impl Metrics {
             skipped: SkipReason::ALL.iter().map(|r| sk(*r)).sum(),
             skipped_lead_gone: sk(SkipReason::LeadGone),
             skipped_no_messages: sk(SkipReason::NoMessages),
-            skipped_not_booked: sk(SkipReason::NotBooked),
+            skipped_not_eligible: sk(SkipReason::NotEligible),
             skipped_fresh: sk(SkipReason::Fresh),
             failed: get(&self.c.failed),
             discarded: get(&self.c.discarded),

@@ -6,7 +6,7 @@
 //! exists and is booked, whatever its insight's freshness (the handler still skips it if the
 //! stored insight already covers the newest message, so forcing costs no LLM call).
 
-use insights_core::{INSIGHTS_QUEUE, InsightJob};
+use insights_core::{INSIGHTS_QUEUE, InsightJob, LeadKey};
 use insights_queue::{NewJob, Queue};
 use insights_store::Store;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,8 @@ use crate::wiring::{queue_err, store_err};
 pub struct EnqueueRequest {
     /// At most this many leads.
     pub limit: u64,
-    /// Enqueue these leads instead of querying candidates.
-    pub lead_ids: Vec<i64>,
+    /// Enqueue these leads instead of querying candidates (keys of the profile's type).
+    pub lead_ids: Vec<LeadKey>,
     /// Count only.
     pub dry_run: bool,
 }
@@ -46,7 +46,7 @@ impl std::fmt::Display for EnqueueReport {
     }
 }
 
-fn job_for(lead_id: i64) -> NewJob<InsightJob> {
+fn job_for(lead_id: LeadKey) -> NewJob<InsightJob> {
     let job = InsightJob::new(lead_id);
     let key = job.dedupe_key();
     NewJob::new(job).dedupe_key(key)
@@ -62,17 +62,17 @@ pub async fn enqueue(
         return enqueue_explicit(store, queue, req).await;
     }
     let mut report = EnqueueReport::default();
-    let mut after: Option<i64> = None;
+    let mut after: Option<LeadKey> = None;
     while report.candidates < req.limit {
         let want = (req.limit - report.candidates).min(PRODUCER_PAGE as u64);
         let ids = store
-            .candidate_ids(after, i64::try_from(want).unwrap_or(PRODUCER_PAGE))
+            .candidate_keys(after.as_ref(), i64::try_from(want).unwrap_or(PRODUCER_PAGE))
             .await
             .map_err(store_err)?;
-        let Some(&last) = ids.last() else {
+        let Some(last) = ids.last() else {
             break;
         };
-        after = Some(last);
+        after = Some(last.clone());
         report.candidates += ids.len() as u64;
         let page_full = ids.len() as u64 == want;
         if !req.dry_run {
@@ -108,17 +108,20 @@ async fn enqueue_explicit(
     ids.sort_unstable();
     ids.dedup();
     let mut qualified = Vec::with_capacity(ids.len());
-    for id in ids {
-        if qualified.len() as u64 >= req.limit {
-            break;
-        }
-        // One message is enough to learn whether the lead exists and is booked.
-        match store.load_conversation(id, 1).await.map_err(store_err)? {
-            Some(l) if l.conversation.lead.booked_at.is_some() => qualified.push(id),
-            Some(_) => tracing::warn!(lead_id = id, "lead is not booked: not enqueued"),
-            None => tracing::warn!(lead_id = id, "lead does not exist: not enqueued"),
+    for chunk in ids.chunks(PRODUCER_PAGE as usize) {
+        // One message is enough to learn whether the lead exists and wants an insight.
+        let mut found = store.load_leads(chunk, 1).await.map_err(store_err)?;
+        for id in chunk {
+            match found.remove(id) {
+                Some(l) if l.eligible => qualified.push(id.clone()),
+                Some(_) => {
+                    tracing::warn!(lead_id = %id, "lead is not eligible (not booked): not enqueued")
+                }
+                None => tracing::warn!(lead_id = %id, "lead does not exist: not enqueued"),
+            }
         }
     }
+    qualified.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
     let mut report = EnqueueReport {
         candidates: qualified.len() as u64,
         ..EnqueueReport::default()
@@ -140,9 +143,11 @@ mod tests {
 
     #[test]
     fn jobs_are_keyed_by_lead() {
-        let j = job_for(42);
+        let j = job_for(LeadKey::Int(42));
         assert_eq!(j.dedupe_key.as_deref(), Some("lead:42"));
         assert_eq!(j.payload, InsightJob::new(42));
+        let j = job_for(LeadKey::Text("clx9".into()));
+        assert_eq!(j.dedupe_key.as_deref(), Some("lead:clx9"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::monitor::Monitor;
 use apalis_core::worker::builder::WorkerBuilder;
-use insights_core::{INSIGHTS_QUEUE, InsightJob, SecretString, Settings};
+use insights_core::{INSIGHTS_QUEUE, InsightJob, Profile, SecretString, Settings};
 use insights_llm::LlmClient;
 use insights_queue::{BackendOptions, Queue, QueueBackend, WorkerStats};
 use insights_store::{ConversationLoader, InsightWriter, LoaderConfig, Store, WriterConfig};
@@ -40,6 +40,8 @@ const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub settings: Settings,
+    /// The team's statements, prompt and insight shape (the built-in one by default).
+    pub profile: Arc<Profile>,
     pub concurrency: usize,
     pub exit_when_idle: bool,
     /// `None`: no HTTP server.
@@ -57,6 +59,7 @@ impl RunOptions {
         settings.require_llm_base_url()?;
         Ok(Self {
             settings: settings.clone(),
+            profile: wiring::load_profile(settings.profile.as_deref())?,
             concurrency: settings.concurrency,
             exit_when_idle: false,
             http_bind: Some(settings.http_bind),
@@ -116,18 +119,21 @@ pub fn pools_sampler(pools: &wiring::Pools) -> BackendSampler {
     })
 }
 
-/// Connects everything from the options and runs until a signal (or idleness).
+/// Checks the profile against the app database (`insights check`; an error stops here), then
+/// connects everything from the options and runs until a signal (or idleness).
 pub async fn run_worker(options: RunOptions) -> Result<WorkSummary, WorkerError> {
     let s = &options.settings;
-    let llm = wiring::llm_client(s)?;
+    let llm = wiring::llm_client(s, Arc::clone(&options.profile))?;
+    crate::check::startup_check(s, &options.profile).await?;
     let pools = wiring::pools(s).await?;
     wiring::check_listen_url(s).await?;
     let backend_sampler = Some(pools_sampler(&pools));
     // The handler's store calls retry once (a single dropped connection); a longer outage is
     // the circuit breaker's and the queue's business, so store-level retries do not multiply
     // the connection attempts against a database that is down.
-    let store = Store::new(
+    let store = wiring::store(
         pools.app.clone(),
+        &options.profile,
         insights_store::StoreOptions {
             retry: HANDLER_STORE_RETRY,
             ..insights_store::StoreOptions::for_pool(&pools.app_settings)
@@ -173,9 +179,11 @@ pub async fn run_worker_with(parts: WorkerParts) -> Result<WorkSummary, WorkerEr
     let backend_stats = backend.stats();
     let breaker = Breaker::new(s.breaker_threshold, Arc::new(backend.fetch_control()));
     let writer = InsightWriter::spawn(store.clone(), WriterConfig::default());
+    let max_messages = llm.profile().prompt.max_messages.unwrap_or(s.max_messages);
     let pipeline = Pipeline::new(PipelineConfig {
-        loader: ConversationLoader::spawn(store.clone(), LoaderConfig::new(s.max_messages)),
+        loader: ConversationLoader::spawn(store.clone(), LoaderConfig::new(max_messages)),
         writer: writer.clone(),
+        lead_key: store.options().statements.lead_key,
         llm,
         breaker: breaker.clone(),
         metrics: metrics.clone(),
@@ -230,9 +238,18 @@ fn log_start(options: &RunOptions, concurrency: usize) {
         queue_pooler = s.queue_pooler.as_str(),
         max_attempts = s.max_attempts,
         breaker_threshold = s.breaker_threshold,
-        max_messages = s.max_messages,
-        prompt_budget_chars = s.prompt_budget_chars,
-        llm_model = %s.llm_model,
+        profile = %options
+            .profile
+            .origin
+            .as_ref()
+            .map_or("built-in".into(), |p| p.display().to_string()),
+        max_messages = options.profile.prompt.max_messages.unwrap_or(s.max_messages),
+        prompt_budget_chars = options
+            .profile
+            .prompt
+            .budget_chars
+            .unwrap_or(s.prompt_budget_chars),
+        llm_model = options.profile.llm.model.as_deref().unwrap_or(&s.llm_model),
         listen = s.direct_database_url.is_some(),
         exit_when_idle = options.exit_when_idle,
         "worker starting"

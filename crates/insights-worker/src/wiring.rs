@@ -1,10 +1,15 @@
 //! Building the long-lived pieces (pools, store, queue, LLM client) from `Settings`, with
 //! one-line, secret-free errors. Shared by the runner, the admin commands and the demo.
 
-use insights_core::Settings;
+use std::path::Path;
+use std::sync::Arc;
+
+use insights_core::{Profile, Settings};
 use insights_llm::{LlmClient, LlmConfig};
 use insights_queue::{Queue, QueueConfig};
 use insights_store::pool::{self, PoolSettings};
+use insights_store::statements::DomainStatements;
+use insights_store::{Store, StoreOptions};
 use sqlx::PgPool;
 
 use crate::error::WorkerError;
@@ -115,8 +120,35 @@ pub(crate) async fn queue(settings: &Settings) -> Result<Queue, WorkerError> {
     Ok(Queue::new(pool, queue_config(settings)))
 }
 
-pub(crate) fn llm_client(settings: &Settings) -> Result<LlmClient, WorkerError> {
+/// The profile at `path` (errors name the file, line and field; they exit 2), or the built-in
+/// one.
+pub fn load_profile(path: Option<&Path>) -> Result<Arc<Profile>, WorkerError> {
+    let profile = match path {
+        Some(path) => Profile::load(path),
+        None => Profile::builtin(),
+    };
+    profile
+        .map(Arc::new)
+        .map_err(|e| WorkerError::Config(e.to_string()))
+}
+
+/// The store over `pool` running the profile's statements; `options` gives the rest.
+pub fn store(pool: PgPool, profile: &Profile, options: StoreOptions) -> Store {
+    Store::new(
+        pool,
+        StoreOptions {
+            statements: DomainStatements::from_profile(profile.statements.as_ref()),
+            ..options
+        },
+    )
+}
+
+pub(crate) fn llm_client(
+    settings: &Settings,
+    profile: Arc<Profile>,
+) -> Result<LlmClient, WorkerError> {
     let base = settings.require_llm_base_url()?;
     let cfg = LlmConfig::from_settings(settings, base.as_str().trim_end_matches('/'));
-    LlmClient::new(cfg).map_err(|e| WorkerError::Config(format!("INSIGHTS_LLM_BASE_URL: {e}")))
+    // The client's configuration errors name the variable at fault.
+    LlmClient::with_profile(cfg, profile).map_err(|e| WorkerError::Config(e.to_string()))
 }

@@ -103,3 +103,27 @@ pub async fn one_lead(label: &str, llm_base_url: &str) -> (E2eDb, WorkerEnv) {
     assert_eq!(report.enqueued, 1, "{report:?}");
     (db, env)
 }
+
+/// A file of `examples/prisma-supabase/`.
+pub fn example_file(name: &str) -> std::path::PathBuf {
+    repo_file(&format!("examples/prisma-supabase/{name}"))
+}
+
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// Runs a SQL file (several statements, simple protocol) as psql would without variables.
+pub async fn apply_sql_file(pool: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let sql =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .with_context(|| format!("applying {}", path.display()))?;
+    Ok(())
+}

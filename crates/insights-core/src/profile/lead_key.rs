@@ -8,8 +8,6 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::job::LeadId;
-
 /// The primary key of one lead, whatever its SQL type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LeadKey {
@@ -60,20 +58,21 @@ impl LeadKeyKind {
         }
     }
 
-    /// Checks that a decoded key (for example from a queued job) fits this kind.
-    pub fn check(self, key: &LeadKey) -> Result<(), LeadKeyError> {
-        let fits = match (self, key) {
-            (LeadKeyKind::Bigint, LeadKey::Int(_)) | (LeadKeyKind::Text, LeadKey::Text(_)) => true,
-            (LeadKeyKind::Uuid, LeadKey::Text(s)) => normalise_uuid(s).is_some(),
-            _ => false,
+    /// A decoded key (for example from a queued job) in this kind's form: a uuid normalised
+    /// as in [`Self::parse`]; an error when it does not fit the kind.
+    pub fn fit(self, key: LeadKey) -> Result<LeadKey, LeadKeyError> {
+        let wrong = |key: &LeadKey| LeadKeyError::WrongKind {
+            key: key.to_string(),
+            kind: self.sql_type(),
         };
-        if fits {
-            Ok(())
-        } else {
-            Err(LeadKeyError::WrongKind {
-                key: key.to_string(),
-                kind: self.sql_type(),
-            })
+        match (self, key) {
+            (LeadKeyKind::Bigint, key @ LeadKey::Int(_))
+            | (LeadKeyKind::Text, key @ LeadKey::Text(_)) => Ok(key),
+            (LeadKeyKind::Uuid, LeadKey::Text(s)) => match normalise_uuid(&s) {
+                Some(s) => Ok(LeadKey::Text(s)),
+                None => Err(wrong(&LeadKey::Text(s))),
+            },
+            (_, key) => Err(wrong(&key)),
         }
     }
 }
@@ -104,9 +103,9 @@ impl From<i64> for LeadKey {
     }
 }
 
-impl From<LeadId> for LeadKey {
-    fn from(id: LeadId) -> Self {
-        LeadKey::Int(id.0)
+impl From<String> for LeadKey {
+    fn from(key: String) -> Self {
+        LeadKey::Text(key)
     }
 }
 
@@ -207,19 +206,17 @@ mod tests {
             LeadKeyKind::Text.parse("clx2v9k3b"),
             Ok(LeadKey::Text("clx2v9k3b".into()))
         );
-        assert!(LeadKeyKind::Bigint.check(&LeadKey::Int(1)).is_ok());
-        assert!(
-            LeadKeyKind::Bigint
-                .check(&LeadKey::Text("1".into()))
-                .is_err()
+        assert_eq!(
+            LeadKeyKind::Bigint.fit(LeadKey::Int(1)),
+            Ok(LeadKey::Int(1))
         );
-        assert!(LeadKeyKind::Text.check(&LeadKey::Int(1)).is_err());
-        assert!(
-            LeadKeyKind::Uuid
-                .check(&LeadKey::Text("nope".into()))
-                .is_err()
+        assert!(LeadKeyKind::Bigint.fit(LeadKey::Text("1".into())).is_err());
+        assert!(LeadKeyKind::Text.fit(LeadKey::Int(1)).is_err());
+        assert!(LeadKeyKind::Uuid.fit(LeadKey::Text("nope".into())).is_err());
+        assert_eq!(
+            LeadKeyKind::Uuid.fit(LeadKey::Text("3F2B8C1E-9D4A-4E6B-8A7C-1D2E3F4A5B6C".into())),
+            Ok(LeadKey::Text("3f2b8c1e-9d4a-4e6b-8a7c-1d2e3f4a5b6c".into()))
         );
         assert_eq!(LeadKey::Int(9).to_string(), "9");
-        assert_eq!(LeadKey::from(LeadId(5)), LeadKey::Int(5));
     }
 }

@@ -31,33 +31,17 @@
 //! token_limit_parameter = "max_tokens"  # or "max_completion_tokens"
 //! ```
 //!
-//! The statement contract (`K` is the `lead_key` type; enums cast to `text` where returned):
-//! - `candidates`: parameters `$1 K` (return keys greater than this; NULL for the first page),
-//!   `$2 bigint` (page size). Returns `lead_key K`, ascending: the leads that need an insight
-//!   (missing, or older than the lead's newest message).
-//! - `load`: parameters `$1 K[]` (lead keys), `$2 bigint` (newest messages to load). Returns one
-//!   row per EXISTING lead: `lead_key K`, `lead jsonb` (an object: the template's `lead`),
-//!   `messages jsonb` (an array of objects, oldest first: the template's messages),
-//!   `total_message_count bigint`, `source_last_message_at timestamptz` (the freshness
-//!   watermark of what was loaded: the newest message's time, or the lead's last-message time
-//!   if that is newer), and
-//!   `stored_source_last_message_at timestamptz` (the stored insight's watermark, NULL if none).
-//! - `upsert`: parameters, parallel arrays with one element per insight and unique keys:
-//!   `$1 K[]` lead keys, `$2 jsonb[]` the insight documents (already validated against the
-//!   schema), `$3 text[]` model, `$4 text[]` prompt version, `$5 timestamptz[]`
-//!   source_last_message_at, `$6 bigint[]` source_message_count, `$7 bigint[]` prompt_tokens,
-//!   `$8 bigint[]` completion_tokens, `$9 text[]` llm_request_id (NULL when unknown). It must
-//!   only overwrite a stored insight whose watermark is older and skip keys whose lead no longer
-//!   exists. Returns one row per input: `lead_key K, written bool, lead_exists bool`.
+//! What each statement takes and returns (the statement contract, `K` being the `lead_key`
+//! type) is data in [`mod@contract`], with its table in that module's docs.
 //!
-//! Each must be a single statement (it runs as one snapshot, also behind a transaction pooler).
 //! Loading validates everything that can be checked without a database: TOML syntax (errors
 //! name the file, line and column), unknown keys, both or neither of text and file, the
 //! templates (they compile and use only known variables), the schema (it compiles), the
 //! temperature range and the token-limit parameter. Whether the statements run against the
-//! team's database cannot be checked here. The template variables, filters and the budget rule
-//! are described in [`template`].
+//! team's database cannot be checked here (`insights check` does that against the contract).
+//! The template variables, filters and the budget rule are described in [`template`].
 
+pub mod contract;
 pub mod lead_key;
 pub mod output;
 pub mod template;
@@ -68,6 +52,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use contract::{StatementContract, StatementKind, contract};
 pub use lead_key::{LeadKey, LeadKeyError, LeadKeyKind};
 pub use output::{OutputSchema, SchemaError, SchemaViolations};
 pub use template::{
@@ -90,7 +75,7 @@ pub struct Profile {
     pub llm: LlmProfile,
 }
 
-/// The team's domain SQL (contract in the module docs).
+/// The team's domain SQL (what each statement takes and returns: [`mod@contract`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statements {
     pub lead_key: LeadKeyKind,
@@ -118,6 +103,34 @@ pub struct OutputProfile {
     /// Whether requests carry `response_format` `json_schema` (strict). Replies are validated
     /// against the schema either way.
     pub structured: bool,
+    /// The built-in insight's rules beyond its schema ([`crate::insight::normalise_insight`]):
+    /// on for the built-in profile only.
+    pub builtin_rules: bool,
+}
+
+/// Why a reply's content is not an insight: it is not JSON, breaks the schema, or (built-in
+/// profile) breaks the built-in insight's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReplyRejected(pub String);
+
+impl OutputProfile {
+    /// The document to write from a reply's message content, or why there is none.
+    pub fn accept(&self, content: &str) -> Result<serde_json::Value, ReplyRejected> {
+        let document: serde_json::Value = serde_json::from_str(content.trim())
+            .map_err(|e| ReplyRejected(format!("the reply is not JSON: {e}")))?;
+        self.schema
+            .validate(&document)
+            .map_err(|v| ReplyRejected(v.to_string()))?;
+        if !self.builtin_rules {
+            return Ok(document);
+        }
+        let content = serde_json::from_value(document)
+            .map_err(|e| ReplyRejected(format!("the reply is not an insight: {e}")))?;
+        let content =
+            crate::insight::normalise_insight(content).map_err(|e| ReplyRejected(e.to_string()))?;
+        serde_json::to_value(content).map_err(|e| ReplyRejected(e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +224,7 @@ impl Profile {
                 schema: OutputSchema::builtin()
                     .map_err(|e| invalid("output.schema", e.to_string()))?,
                 structured: true,
+                builtin_rules: true,
             },
             llm: LlmProfile {
                 model: None,
@@ -258,6 +272,13 @@ impl Profile {
             output: raw.output.resolve(&cx)?,
             llm: raw.llm.resolve(&cx)?,
         })
+    }
+
+    /// The SQL type of the lead keys: the statements', or `bigint` (this project's tables).
+    pub fn lead_key(&self) -> LeadKeyKind {
+        self.statements
+            .as_ref()
+            .map_or(LeadKeyKind::Bigint, |s| s.lead_key)
     }
 
     /// The request's `response_format` when structured outputs are on: the schema, strict.
@@ -486,6 +507,7 @@ impl RawOutput {
             schema_name,
             schema,
             structured: self.structured.unwrap_or(true),
+            builtin_rules: false,
         })
     }
 }

@@ -29,7 +29,7 @@ const NEGATIVE: [&str; 10] = [
 ];
 
 /// What the mock reads from the prompt: the lines `[time] Lead: ...` / `[time] Agent: ...`
-/// that `insights_core::build_prompt` renders.
+/// that the built-in prompt template renders.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PromptFacts {
     pub messages: usize,
@@ -100,6 +100,96 @@ pub fn derive_insight(lead: &str, facts: &PromptFacts) -> InsightContent {
         sentiment,
         objections,
         next_steps,
+    }
+}
+
+/// A document valid for `schema` (the subset of JSON Schema that structured outputs use:
+/// objects, arrays, strings with `enum` or `maxLength`, numbers with bounds, booleans, `anyOf`,
+/// nullable types), derived from the lead and the facts so different leads get different
+/// answers. Every property is filled, and arrays get one item when they may hold any.
+pub fn sample_document(
+    schema: &serde_json::Value,
+    lead: &str,
+    facts: &PromptFacts,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let seed = lead.bytes().fold(facts.messages, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    if let Some(values) = schema.get("enum").and_then(Value::as_array)
+        && !values.is_empty()
+    {
+        return values[seed % values.len()].clone();
+    }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(first) = ["anyOf", "oneOf"]
+        .iter()
+        .find_map(|k| schema.get(*k).and_then(Value::as_array))
+        .and_then(|options| options.first())
+    {
+        return sample_document(first, lead, facts);
+    }
+    let ty = match schema.get("type") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        Some(Value::String(t)) => t.as_str(),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match ty {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    out.insert(name.clone(), sample_document(prop, lead, facts));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let max = schema.get("maxItems").and_then(Value::as_u64).unwrap_or(1);
+            let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let n = min.max(max.min(1));
+            let item = schema.get("items").cloned().unwrap_or(json!({}));
+            Value::Array(
+                (0..n)
+                    .map(|_| sample_document(&item, lead, facts))
+                    .collect(),
+            )
+        }
+        "number" | "integer" => {
+            let lo = schema.get("minimum").and_then(Value::as_f64).unwrap_or(0.0);
+            let hi = schema
+                .get("maximum")
+                .and_then(Value::as_f64)
+                .unwrap_or(lo + 1.0);
+            let v = lo + (hi - lo) * ((seed % 5) as f64) / 4.0;
+            if ty == "integer" {
+                json!(v.floor() as i64)
+            } else {
+                json!(v)
+            }
+        }
+        "boolean" => json!(facts.last_from_lead.unwrap_or(seed % 2 == 0)),
+        "null" => Value::Null,
+        _ => {
+            let text = format!("Lead {lead}: {} messages in the prompt.", facts.messages);
+            let max = schema
+                .get("maxLength")
+                .and_then(Value::as_u64)
+                .map_or(usize::MAX, |m| m as usize);
+            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let mut text: String = text.chars().take(max).collect();
+            while text.chars().count() < min {
+                text.push('.');
+            }
+            json!(text)
+        }
     }
 }
 

@@ -18,9 +18,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::config::{MockLlmConfig, PlannedFault};
-use super::insight::{derive_insight, read_prompt};
+use super::insight::{derive_insight, read_prompt, sample_document};
 use super::stats::{MockStats, Outcome, Recorder};
 use crate::wire::{ChatMessage, ChatResponse, Choice, Usage};
+use insights_core::insight::INSIGHT_SCHEMA_NAME;
 
 /// How long `shutdown` waits for open connections before aborting the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +35,33 @@ struct MockRequest {
     messages: Vec<ChatMessage>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    response_format: Option<ResponseFormat>,
+}
+
+/// The schema is kept as raw text and parsed only when it is not the built-in insight's.
+#[derive(Deserialize)]
+struct ResponseFormat {
+    #[serde(default)]
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat {
+    #[serde(default)]
+    name: String,
+    schema: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl MockRequest {
+    /// The schema the reply must follow when it is not the built-in insight's.
+    fn custom_schema(&self) -> Option<&serde_json::value::RawValue> {
+        let format = self.response_format.as_ref()?.json_schema.as_ref()?;
+        if format.name == INSIGHT_SCHEMA_NAME {
+            return None;
+        }
+        format.schema.as_deref()
+    }
 }
 
 struct Shared {
@@ -339,8 +367,13 @@ fn answer(shared: &Shared, request: &MockRequest, lead: &str) -> Response {
         .filter_map(|m| m.content.as_deref())
         .collect::<Vec<_>>()
         .join("\n");
-    let insight = derive_insight(lead, &read_prompt(&user_text));
-    match serde_json::to_string(&insight) {
+    let facts = read_prompt(&user_text);
+    let content = match request.custom_schema() {
+        None => serde_json::to_string(&derive_insight(lead, &facts)),
+        Some(raw) => serde_json::from_str(raw.get())
+            .and_then(|schema| serde_json::to_string(&sample_document(&schema, lead, &facts))),
+    };
+    match content {
         Ok(content) => {
             shared.stats.finish(lead, Outcome::Ok);
             completion(shared, request, content)

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{completion, conversation, error_body, fast_config, insight_json};
+use crate::support::{
+    GenerateFor, completion, content, conversation, error_body, fast_config, insight_json,
+};
 
 const ENDPOINT: &str = "/v1/chat/completions";
 
@@ -67,11 +69,11 @@ async fn success_records_usage_request_id_and_sends_the_schema() {
     cfg.max_tokens = 321;
     let client = LlmClient::new(cfg).unwrap();
 
-    let insight = client
-        .generate_insight(&conversation(42, 6, 40))
-        .await
-        .unwrap();
-    assert_eq!(insight.content.summary, "The lead wants a demo next week.");
+    let insight = client.generate_for(&conversation(42, 6, 40)).await.unwrap();
+    assert_eq!(
+        content(&insight).summary,
+        "The lead wants a demo next week."
+    );
     assert_eq!(insight.model, "test-model-2026");
     assert_eq!(insight.prompt_tokens, 100);
     assert_eq!(insight.completion_tokens, 20);
@@ -125,7 +127,7 @@ async fn rate_limit_waits_at_least_retry_after_ms() {
 
     let started = Instant::now();
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     let elapsed = started.elapsed();
@@ -155,7 +157,7 @@ async fn rate_limit_honours_retry_after_seconds() {
 
     let started = Instant::now();
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     let elapsed = started.elapsed();
@@ -180,7 +182,7 @@ async fn long_retry_after_is_handed_back_instead_of_waiting() {
 
     let started = Instant::now();
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -207,7 +209,7 @@ async fn persistent_rate_limit_without_hint_is_handed_back() {
     )
     .await;
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::RateLimited);
@@ -231,7 +233,7 @@ async fn insufficient_quota_is_not_retried() {
         .await;
 
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert!(err.is_permanent(), "{err:?}");
@@ -253,7 +255,7 @@ async fn malformed_content_is_retried_a_bounded_number_of_times() {
     .await;
 
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     match &err {
@@ -285,7 +287,7 @@ async fn schema_violation_then_valid_content_succeeds() {
     .await;
     always(&server, ok()).await;
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     assert_eq!(insight.attempts, 2);
@@ -303,7 +305,7 @@ async fn malformed_snippet_is_truncated() {
     )
     .await;
     let err = client(&server)
-        .generate_insight(&conversation(1, 2, 40))
+        .generate_for(&conversation(1, 2, 40))
         .await
         .unwrap_err();
     let LlmError::Malformed { snippet, .. } = err else {
@@ -323,10 +325,7 @@ async fn timeout_is_retried() {
     let client = LlmClient::new(cfg).unwrap();
 
     let started = Instant::now();
-    let insight = client
-        .generate_insight(&conversation(1, 4, 40))
-        .await
-        .unwrap();
+    let insight = client.generate_for(&conversation(1, 4, 40)).await.unwrap();
     assert_eq!(insight.attempts, 2);
     assert!(started.elapsed() >= Duration::from_millis(300));
     // Did not wait for the slow answer.
@@ -345,7 +344,7 @@ async fn server_errors_are_retried_then_succeed() {
     .await;
     always(&server, ok()).await;
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     assert_eq!(insight.attempts, 3);
@@ -361,7 +360,7 @@ async fn server_errors_exhaust_the_bounded_retries() {
     )
     .await;
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     match &err {
@@ -386,7 +385,7 @@ async fn request_timeout_and_conflict_statuses_are_retried() {
         first(&server, 1, ResponseTemplate::new(status)).await;
         always(&server, ok()).await;
         let insight = client(&server)
-            .generate_insight(&conversation(1, 4, 40))
+            .generate_for(&conversation(1, 4, 40))
             .await
             .unwrap();
         assert_eq!(insight.attempts, 2, "status {status}");
@@ -412,7 +411,7 @@ async fn other_client_errors_are_permanent() {
         )
         .await;
         let err = client(&server)
-            .generate_insight(&conversation(1, 4, 40))
+            .generate_for(&conversation(1, 4, 40))
             .await
             .unwrap_err();
         assert!(err.is_permanent(), "{status}: {err:?}");
@@ -434,7 +433,7 @@ async fn connection_refused_is_retried_then_transient() {
     };
     let client = LlmClient::new(fast_config(format!("http://127.0.0.1:{port}/v1"))).unwrap();
     let err = client
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     match &err {
@@ -463,7 +462,7 @@ async fn finish_reason_length_shrinks_the_prompt() {
     always(&server, ok()).await;
     // 100 messages of ~100 characters: all fit the default 24,000-character budget.
     let conv = conversation(7, 100, 100);
-    let insight = client(&server).generate_insight(&conv).await.unwrap();
+    let insight = client(&server).generate_for(&conv).await.unwrap();
     assert_eq!(insight.attempts, 2);
     assert!(
         insight.included_messages < 100,
@@ -496,7 +495,7 @@ async fn finish_reason_length_at_the_smallest_prompt_is_permanent() {
     )
     .await;
     let err = client(&server)
-        .generate_insight(&conversation(7, 100, 100))
+        .generate_for(&conversation(7, 100, 100))
         .await
         .unwrap_err();
     assert!(err.is_permanent());
@@ -517,11 +516,11 @@ async fn unknown_finish_reason_is_accepted() {
     )
     .await;
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     assert_eq!(insight.attempts, 1);
-    assert_eq!(insight.content.next_steps, vec!["send the deck"]);
+    assert_eq!(content(&insight).next_steps, vec!["send the deck"]);
 }
 
 #[tokio::test]
@@ -538,7 +537,7 @@ async fn http_200_with_error_object_is_retried() {
     .await;
     always(&server, ok()).await;
     let insight = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap();
     assert_eq!(insight.attempts, 2);
@@ -560,7 +559,7 @@ async fn refusal_and_content_filter_are_refused() {
     )
     .await;
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     match &err {
@@ -572,7 +571,7 @@ async fn refusal_and_content_filter_are_refused() {
 
     let server = server_with_filter().await;
     let err = client(&server)
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Refused);
@@ -612,7 +611,7 @@ async fn the_api_key_never_appears_in_debug_or_errors() {
     assert!(!shown_client.contains("SUPERSECRET"), "{shown_client}");
 
     let err = client
-        .generate_insight(&conversation(1, 4, 40))
+        .generate_for(&conversation(1, 4, 40))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Auth);

@@ -10,7 +10,7 @@ use insights_llm::mock::{
 use insights_llm::{LlmClient, LlmConfig, LlmErrorKind};
 use serde_json::json;
 
-use crate::support::{conversation, fast_config};
+use crate::support::{GenerateFor, content, conversation, fast_config};
 
 async fn start(cfg: MockLlmConfig) -> MockHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -41,17 +41,17 @@ async fn serves_an_insight_derived_from_the_conversation() {
     let mock = start(MockLlmConfig::default()).await;
     let client = client_for(&mock);
     let insight = client
-        .generate_insight(&conversation(4711, 5, 60))
+        .generate_for(&conversation(4711, 5, 60))
         .await
         .unwrap();
-    let summary = &insight.content.summary;
+    let summary = &content(&insight).summary;
     assert!(summary.contains("Lead 4711"), "{summary}");
     assert!(summary.contains("5 messages"), "{summary}");
     // Message 4 (the last) is inbound.
     assert!(summary.contains("inbound"), "{summary}");
     // "thanks, sounds good" and "too expensive" are both in the lead's lines.
-    assert_eq!(insight.content.sentiment, Sentiment::Mixed);
-    assert!(!insight.content.objections.is_empty());
+    assert_eq!(content(&insight).sentiment, Sentiment::Mixed);
+    assert!(!content(&insight).objections.is_empty());
     assert!(insight.prompt_tokens > 50, "{}", insight.prompt_tokens);
     assert!(insight.completion_tokens > 10);
     assert!(
@@ -64,10 +64,10 @@ async fn serves_an_insight_derived_from_the_conversation() {
 
     // Same conversation, same insight.
     let again = client
-        .generate_insight(&conversation(4711, 5, 60))
+        .generate_for(&conversation(4711, 5, 60))
         .await
         .unwrap();
-    assert_eq!(again.content, insight.content);
+    assert_eq!(content(&again), content(&insight));
 
     let stats = mock.stats();
     assert_eq!(stats.total, 2);
@@ -130,7 +130,7 @@ async fn stats_count_calls_per_lead_as_the_plan_predicts() {
     let client = LlmClient::new(llm).unwrap();
     let results = join_all((1..=60).map(|lead| {
         let client = client.clone();
-        async move { client.generate_insight(&conversation(lead, 3, 30)).await }
+        async move { client.generate_for(&conversation(lead, 3, 30)).await }
     }))
     .await;
     for (i, r) in results.iter().enumerate() {
@@ -226,7 +226,7 @@ async fn rate_limit_bursts_are_retried_by_the_client() {
     for lead in 0..12 {
         let started = Instant::now();
         let insight = client
-            .generate_insight(&conversation(lead, 2, 20))
+            .generate_for(&conversation(lead, 2, 20))
             .await
             .unwrap();
         if insight.attempts > 1 {
@@ -246,16 +246,13 @@ async fn outage_switch_fails_every_request_until_cleared() {
     let client = client_for(&mock);
     mock.set_outage(true);
     let err = client
-        .generate_insight(&conversation(5, 2, 20))
+        .generate_for(&conversation(5, 2, 20))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Transient);
     assert_eq!(mock.stats().per_lead["5"].outage, 4);
     mock.set_outage(false);
-    client
-        .generate_insight(&conversation(5, 2, 20))
-        .await
-        .unwrap();
+    client.generate_for(&conversation(5, 2, 20)).await.unwrap();
 
     // The HTTP switch does the same for a mock in another process.
     let http = reqwest::Client::new();
@@ -300,7 +297,7 @@ async fn serves_256_concurrent_requests_with_latency() {
     let started = Instant::now();
     let results = join_all((0..256).map(|lead| {
         let client = client.clone();
-        async move { client.generate_insight(&conversation(lead, 4, 40)).await }
+        async move { client.generate_for(&conversation(lead, 4, 40)).await }
     }))
     .await;
     let elapsed = started.elapsed();
@@ -339,7 +336,7 @@ async fn throughput_at_zero_latency() {
         let next = next.clone();
         async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                client.generate_insight(&conv).await.unwrap();
+                client.generate_for(&conv).await.unwrap();
             }
         }
     });
@@ -403,7 +400,7 @@ async fn a_request_budget_answers_429_rate_limit_exceeded_with_provider_headers(
     // The client waits out a short window inline, but a minute-long one is handed back as a
     // rate limit for the queue to wait, not a failure of the lead.
     let err = client_for(&mock)
-        .generate_insight(&conversation(1, 2, 20))
+        .generate_for(&conversation(1, 2, 20))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::RateLimited);

@@ -1,8 +1,11 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use insights_core::{Conversation, Direction, LeadSnapshot, Message};
-use insights_llm::LlmConfig;
+use std::future::Future;
+
+use insights_core::profile::PromptInput;
+use insights_core::{Conversation, Direction, InsightContent, LeadKey, LeadSnapshot, Message};
+use insights_llm::{LlmClient, LlmConfig, LlmError, LlmInsight};
 use insights_pg::{Backoff, Jitter};
 use serde_json::{Value, json};
 
@@ -90,4 +93,25 @@ pub fn completion(content: &str, finish_reason: &str) -> Value {
 
 pub fn error_body(kind: &str, code: &str, message: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// The client's call for one of the typed conversations above (the built-in profile's shape).
+pub trait GenerateFor {
+    fn generate_for(
+        &self,
+        conversation: &Conversation,
+    ) -> impl Future<Output = Result<LlmInsight, LlmError>> + Send;
+}
+
+impl GenerateFor for LlmClient {
+    async fn generate_for(&self, conversation: &Conversation) -> Result<LlmInsight, LlmError> {
+        let input = PromptInput::from_conversation(conversation).unwrap();
+        self.generate_insight(&LeadKey::Int(conversation.lead.id), &input)
+            .await
+    }
+}
+
+/// The built-in insight a reply carried.
+pub fn content(insight: &LlmInsight) -> InsightContent {
+    serde_json::from_value(insight.document.clone()).unwrap()
 }

@@ -1,6 +1,6 @@
 use insights_store::UpsertOutcome;
 
-use crate::support::{all_candidates, env, lead, message, record};
+use crate::support::{BigintKeys, all_candidates, env, lead, message, record};
 
 #[tokio::test]
 async fn candidate_semantics_and_keyset_paging() {

@@ -8,7 +8,7 @@ use insights_store::{
 };
 use insights_testkit::wait_until;
 
-use crate::support::env;
+use crate::support::{BigintKeys, env};
 
 fn store_with_candidates(pool: &sqlx::PgPool, sql: &'static str) -> Store {
     Store::new(
@@ -31,7 +31,7 @@ async fn real_server_errors_are_classified() {
     let e = env("store_classify").await;
     let slow = store_with_candidates(
         &e.pool,
-        "SELECT g::bigint FROM pg_sleep(30), generate_series(1, 2) g WHERE g > $1 LIMIT $2",
+        "SELECT g::bigint AS lead_key FROM pg_sleep(30), generate_series(1, 2) g WHERE g > coalesce($1, 0) LIMIT $2",
     );
     let call = tokio::spawn({
         let slow = slow.clone();
@@ -125,8 +125,9 @@ async fn statement_and_lock_timeouts_are_retried() {
         )
     };
 
-    let slow =
-        store("SELECT g::bigint FROM pg_sleep(1), generate_series(1, 2) g WHERE g > $1 LIMIT $2");
+    let slow = store(
+        "SELECT g::bigint AS lead_key FROM pg_sleep(1), generate_series(1, 2) g WHERE g > coalesce($1, 0) LIMIT $2",
+    );
     let err = slow.candidate_ids(None, 1).await.unwrap_err();
     assert_eq!(err.sqlstate().as_deref(), Some("57014"), "{err}");
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
@@ -137,8 +138,9 @@ async fn statement_and_lock_timeouts_are_retried() {
         .execute(&mut *holder)
         .await
         .unwrap();
-    let locking =
-        store("SELECT id FROM leads WHERE id > coalesce($1, 0) ORDER BY id LIMIT $2 FOR UPDATE");
+    let locking = store(
+        "SELECT id AS lead_key FROM leads WHERE id > coalesce($1, 0) ORDER BY id LIMIT $2 FOR UPDATE",
+    );
     let err = locking.candidate_ids(None, 1).await.unwrap_err();
     assert_eq!(err.sqlstate().as_deref(), Some("55P03"), "{err}");
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");

@@ -5,7 +5,7 @@ use insights_core::DatabaseUrl;
 use insights_store::{PoolSettings, RetryPolicy, Store, StoreOptions, connect};
 use insights_testkit::{FaultProxy, ProxyMode, wait_until};
 
-use crate::support::env;
+use crate::support::{BigintKeys, env};
 
 /// While the database is unreachable, eight callers hammering the store cost about one
 /// connection attempt per gate backoff (counted at a proxy), not one per call; once it is back,

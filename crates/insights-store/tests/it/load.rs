@@ -1,4 +1,4 @@
-use crate::support::{env, lead, message, record};
+use crate::support::{BigintKeys, bodies, env, lead, message, record};
 
 #[tokio::test]
 async fn load_returns_newest_messages_and_watermark() {
@@ -9,13 +9,17 @@ async fn load_returns_newest_messages_and_watermark() {
         message(p, 1, m, &format!("m{m}")).await;
     }
     let loaded = e.store.load_conversation(1, 3).await.unwrap().unwrap();
-    let c = &loaded.conversation;
-    assert_eq!(c.lead.id, 1);
-    assert_eq!(c.lead.name, "Lead 1");
+    let c = &loaded.input;
+    assert_eq!(c.lead["id"], 1);
+    assert_eq!(c.lead["name"], "Lead 1");
     assert_eq!(c.total_message_count, 10);
-    let bodies: Vec<&str> = c.messages.iter().map(|m| m.body.as_str()).collect();
-    assert_eq!(bodies, vec!["m8", "m9", "m10"], "newest 3, oldest first");
-    assert_eq!(c.lead.last_message_at, Some(crate::support::t(10)));
+    assert_eq!(
+        bodies(&loaded),
+        vec!["m8", "m9", "m10"],
+        "newest 3, oldest first"
+    );
+    assert_eq!(loaded.source_last_message_at, Some(crate::support::t(10)));
+    assert!(loaded.eligible);
     assert_eq!(loaded.stored_source_last_message_at, None);
     assert!(!loaded.is_fresh());
 
@@ -30,8 +34,9 @@ async fn load_returns_newest_messages_and_watermark() {
     // No messages: an empty conversation, not an error.
     lead(p, 2, true).await;
     let empty = e.store.load_conversation(2, 50).await.unwrap().unwrap();
-    assert!(empty.conversation.messages.is_empty());
-    assert_eq!(empty.conversation.total_message_count, 0);
+    assert!(empty.input.messages.is_empty());
+    assert_eq!(empty.input.total_message_count, 0);
+    assert_eq!(empty.source_last_message_at, None);
 
     // Deleted (or never existing) lead: None.
     sqlx::query("DELETE FROM leads WHERE id = 1")

@@ -22,7 +22,7 @@ async fn loader_coalesces_and_answers_each_caller() {
     let wanted: Vec<i64> = (1..=100).chain([404, 7]).collect();
     let results = futures::future::join_all(wanted.iter().map(|&id| {
         let l = loader.clone();
-        async move { (id, l.load(id).await.unwrap()) }
+        async move { (id, l.load(insights_core::LeadKey::Int(id)).await.unwrap()) }
     }))
     .await;
     for (id, loaded) in results {
@@ -30,15 +30,15 @@ async fn loader_coalesces_and_answers_each_caller() {
             assert!(loaded.is_none());
             continue;
         }
-        let c = loaded.unwrap().conversation;
-        assert_eq!(c.lead.id, id);
+        let c = loaded.unwrap().input;
+        assert_eq!(c.lead["id"], id);
         assert_eq!(c.messages.len(), 3);
         if id == 7 {
             assert_eq!(c.total_message_count, 6);
-            assert_eq!(c.messages[2].body, "the newest of lead 7");
+            assert_eq!(c.messages[2]["body"], "the newest of lead 7");
         } else {
             assert_eq!(c.total_message_count, 5);
-            assert_eq!(c.messages[2].body, format!("lead {id} msg 5"));
+            assert_eq!(c.messages[2]["body"], format!("lead {id} msg 5"));
         }
     }
     assert!(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod candidates;
+mod check;
 mod classify;
 mod connect;
 mod gate;

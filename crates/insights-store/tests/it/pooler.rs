@@ -1,13 +1,15 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use insights_core::{DatabaseUrl, InsightContent, InsightRecord, Sentiment};
+use insights_core::{DatabaseUrl, InsightRecord, LeadKey};
 use insights_store::{
     ConversationLoader, InsightWriter, LoaderConfig, PoolSettings, PoolerMode, Store, StoreOptions,
     UpsertOutcome, WriterConfig, connect, migrate, seed,
 };
 use insights_testkit::{Pgbouncer, PgbouncerOptions, TestDb};
 use tokio::sync::Mutex;
+
+use crate::support::BigintKeys;
 
 /// The whole store path through a real pgbouncer in transaction mode with 2 server
 /// connections: migrations, candidates, loads and batched upserts from 16 concurrent tasks.
@@ -53,7 +55,7 @@ async fn everything_works_through_a_transaction_pooler() {
                 };
                 // Half load through the batched loader, half one by one.
                 let loaded = if task % 4 < 2 {
-                    loader.load(id).await
+                    loader.load(LeadKey::Int(id)).await
                 } else {
                     store.load_conversation(id, 50).await
                 };
@@ -68,18 +70,18 @@ async fn everything_works_through_a_transaction_pooler() {
                         continue;
                     }
                 };
-                let c = &loaded.conversation;
+                let c = &loaded.input;
                 let record = InsightRecord {
-                    lead_id: id,
-                    content: InsightContent {
-                        summary: format!("{} messages", c.messages.len()),
-                        sentiment: Sentiment::Mixed,
-                        objections: vec![],
-                        next_steps: vec![],
-                    },
+                    lead_key: LeadKey::Int(id),
+                    document: serde_json::json!({
+                        "summary": format!("{} messages", c.messages.len()),
+                        "sentiment": "mixed",
+                        "objections": [],
+                        "next_steps": [],
+                    }),
                     model: "m".into(),
                     prompt_version: "p".into(),
-                    source_last_message_at: c.source_last_message_at().unwrap(),
+                    source_last_message_at: loaded.source_last_message_at.unwrap(),
                     source_message_count: c.total_message_count,
                     prompt_tokens: 1,
                     completion_tokens: 1,

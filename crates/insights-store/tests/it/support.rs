@@ -1,6 +1,8 @@
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
-use insights_core::{DatabaseUrl, InsightContent, InsightRecord, Sentiment};
-use insights_store::{PoolSettings, Store, StoreOptions, connect, migrate};
+use std::future::Future;
+
+use insights_core::{DatabaseUrl, InsightRecord, LeadKey};
+use insights_store::{LoadedLead, PoolSettings, Store, StoreError, StoreOptions, connect, migrate};
 use insights_testkit::TestDb;
 use sqlx::PgPool;
 
@@ -54,13 +56,13 @@ pub async fn message(pool: &PgPool, lead_id: i64, minute: i64, body: &str) {
 
 pub fn record(lead_id: i64, source_minute: i64, summary: &str) -> InsightRecord {
     InsightRecord {
-        lead_id,
-        content: InsightContent {
-            summary: summary.to_owned(),
-            sentiment: Sentiment::Neutral,
-            objections: vec!["price".into()],
-            next_steps: vec!["call back".into()],
-        },
+        lead_key: LeadKey::Int(lead_id),
+        document: serde_json::json!({
+            "summary": summary,
+            "sentiment": "neutral",
+            "objections": ["price"],
+            "next_steps": ["call back"],
+        }),
         model: "test-model".into(),
         prompt_version: "test-v1".into(),
         source_last_message_at: t(source_minute),
@@ -77,6 +79,52 @@ pub async fn summary_of(pool: &PgPool, lead_id: i64) -> Option<String> {
         .fetch_optional(pool)
         .await
         .unwrap()
+}
+
+/// The store's calls with this project's `bigint` lead ids.
+pub trait BigintKeys {
+    fn candidate_ids(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+    fn load_conversation(
+        &self,
+        lead_id: i64,
+        max_messages: u32,
+    ) -> impl Future<Output = Result<Option<LoadedLead>, StoreError>> + Send;
+}
+
+impl BigintKeys for Store {
+    async fn candidate_ids(&self, after: Option<i64>, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let after = after.map(LeadKey::Int);
+        let keys = self.candidate_keys(after.as_ref(), limit).await?;
+        Ok(keys
+            .into_iter()
+            .map(|k| match k {
+                LeadKey::Int(i) => i,
+                LeadKey::Text(t) => panic!("text key {t} from the built-in statements"),
+            })
+            .collect())
+    }
+
+    async fn load_conversation(
+        &self,
+        lead_id: i64,
+        max_messages: u32,
+    ) -> Result<Option<LoadedLead>, StoreError> {
+        self.load_lead(&LeadKey::Int(lead_id), max_messages).await
+    }
+}
+
+/// The `body` of every loaded message, oldest first.
+pub fn bodies(loaded: &LoadedLead) -> Vec<String> {
+    loaded
+        .input
+        .messages
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// All candidate ids, paging through with `page`.

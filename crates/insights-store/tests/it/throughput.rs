@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use insights_core::LeadKey;
 use insights_store::{
     ConversationLoader, InsightWriter, LoaderConfig, UpsertOutcome, WriterConfig,
 };
 
-use crate::support::{env, record};
+use crate::support::{BigintKeys, env, record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run explicitly"]
@@ -55,7 +56,7 @@ async fn throughput() {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&id) = ids.get(i) else { return };
-                        loader.load(id).await.unwrap().unwrap();
+                        loader.load(LeadKey::Int(id)).await.unwrap().unwrap();
                     }
                 })
             })

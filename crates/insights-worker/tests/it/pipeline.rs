@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use insights_core::{DatabaseUrl, INSIGHTS_QUEUE, Settings};
+use insights_core::{DatabaseUrl, INSIGHTS_QUEUE, LeadKey, Settings};
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_queue::Queue;
 use insights_store::{Store, StoreOptions};
@@ -32,7 +32,9 @@ async fn setup(label: &str, leads: u64, mock: MockLlmConfig) -> Env {
         db_pool_max: 2,
         ..Settings::default()
     };
-    insights_worker::admin::migrate(&settings).await.unwrap();
+    insights_worker::admin::migrate(&settings, &insights_core::Profile::builtin().unwrap())
+        .await
+        .unwrap();
     let ps = insights_store::PoolSettings::app_from_settings(&settings).unwrap();
     let pool = insights_store::connect(&ps).await.unwrap();
     if leads > 0 {
@@ -58,7 +60,7 @@ impl Env {
             &self.queue,
             EnqueueRequest {
                 limit: 1_000_000,
-                lead_ids,
+                lead_ids: lead_ids.into_iter().map(LeadKey::Int).collect(),
                 dry_run: false,
             },
         )
@@ -96,10 +98,17 @@ impl Env {
         let mut ids = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.candidate_ids(after, 1000).await.unwrap();
-            let Some(&last) = page.last() else { break };
-            after = Some(last);
-            ids.extend(page);
+            let page = self
+                .store
+                .candidate_keys(after.as_ref(), 1000)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            ids.extend(page.into_iter().map(|k| match k {
+                LeadKey::Int(id) => id,
+                LeadKey::Text(t) => panic!("text key {t} from the built-in statements"),
+            }));
         }
         ids
     }

@@ -115,7 +115,7 @@ pub fn read_only_pool(settings: &PoolSettings) -> Result<PgPool, StoreError> {
 const PLANNED: &str = "insights_check_plan";
 
 impl CheckSession {
-    /// Connects (errors as [`crate::connect`]'s: `cannot reach database at host:port: ...`)
+    /// Connects (errors as [`crate::connect`]'s: `cannot reach database at <URL> ...`)
     /// and opens the READ ONLY transaction with the settings' statement timeout.
     pub async fn open(settings: &PoolSettings) -> Result<Self, StoreError> {
         let opts = connect_options(settings)?;

@@ -27,7 +27,7 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    /// One line, for the CLI: "cannot reach database at host:port: <reason>".
+    /// One line, for the CLI: "cannot reach database at <redacted URL> (<variable>): <reason>".
     #[error("cannot reach database at {target}: {reason}")]
     Connect {
         target: String,

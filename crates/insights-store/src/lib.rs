@@ -23,6 +23,7 @@ pub mod seed;
 pub mod statements;
 pub mod stats;
 pub mod store;
+mod tls;
 pub mod writer;
 
 pub use error::StoreError;

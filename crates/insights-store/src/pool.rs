@@ -5,11 +5,15 @@
 //! Pooler mode differs in what is sent at start-up, not in the pool: `extra_float_digits` is
 //! not sent (pgbouncer refuses it) and no server options are set. The statements themselves are
 //! made pooler-safe by the callers (`.persistent(false)` inside a transaction).
+//!
+//! TLS is the URL's: `sslmode` and `sslrootcert` reach sqlx unchanged, in both modes and for
+//! every pool; the CA file is checked before the first connection (see `tls.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use insights_core::config::{DATABASE_URL, DIRECT_DATABASE_URL, QUEUE_DATABASE_URL};
 use insights_core::{ConfigError, DatabaseUrl, Settings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -20,12 +24,16 @@ use crate::defaults;
 use insights_pg::{ErrorClass, classify};
 
 use crate::error::StoreError;
+use crate::tls;
 
 /// Everything needed to build one pool.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Redacted in `Debug`.
     pub url: DatabaseUrl,
+    /// The variable the URL came from (`DATABASE_URL`, ...), named in messages so a user with
+    /// three URLs knows which one to fix.
+    pub variable: Option<&'static str>,
     /// Explicit setting; the URL's `pgbouncer=true` also turns pooler mode on (see [`Self::mode`]).
     pub pooler: PoolerMode,
     pub max_connections: u32,
@@ -42,6 +50,7 @@ impl PoolSettings {
     pub fn new(url: DatabaseUrl) -> Self {
         Self {
             url,
+            variable: None,
             pooler: PoolerMode::Direct,
             max_connections: defaults::POOL_MAX,
             acquire_timeout: defaults::ACQUIRE_TIMEOUT,
@@ -54,6 +63,7 @@ impl PoolSettings {
     pub fn app_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         Ok(Self::with_settings(
             settings.require_database_url()?.clone(),
+            DATABASE_URL.name,
             settings.pooler,
             settings,
         ))
@@ -61,8 +71,14 @@ impl PoolSettings {
 
     /// The queue pool (`QUEUE_DATABASE_URL`, else `DATABASE_URL`).
     pub fn queue_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let variable = if settings.queue_database_url.is_some() {
+            QUEUE_DATABASE_URL.name
+        } else {
+            DATABASE_URL.name
+        };
         Ok(Self::with_settings(
             settings.require_queue_database_url()?.clone(),
+            variable,
             settings.queue_pooler,
             settings,
         ))
@@ -72,21 +88,27 @@ impl PoolSettings {
     /// the pooler setting does not apply; the migration runner is pooler-safe either way.
     pub fn migration_from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let url = settings.require_migration_url()?.clone();
-        let pooler = if settings.direct_database_url.is_some() {
-            PoolerMode::Direct
+        let (variable, pooler) = if settings.direct_database_url.is_some() {
+            (DIRECT_DATABASE_URL.name, PoolerMode::Direct)
         } else {
-            settings.pooler
+            (DATABASE_URL.name, settings.pooler)
         };
-        let mut s = Self::with_settings(url, pooler, settings);
+        let mut s = Self::with_settings(url, variable, pooler, settings);
         s.max_connections = 1;
         // DDL can legitimately run longer than a domain statement.
         s.statement_timeout = s.statement_timeout.max(Duration::from_secs(300));
         Ok(s)
     }
 
-    fn with_settings(url: DatabaseUrl, pooler: PoolerMode, settings: &Settings) -> Self {
+    fn with_settings(
+        url: DatabaseUrl,
+        variable: &'static str,
+        pooler: PoolerMode,
+        settings: &Settings,
+    ) -> Self {
         Self {
             url,
+            variable: Some(variable),
             pooler,
             max_connections: settings.db_pool_max,
             acquire_timeout: settings.db_acquire_timeout,
@@ -100,18 +122,27 @@ impl PoolSettings {
         PoolerMode::resolve(self.pooler, &self.url)
     }
 
-    /// `host:port` for messages.
+    /// The URL for messages: password redacted, `sslmode` and the rest kept, followed by the
+    /// variable it came from.
     pub fn target(&self) -> String {
-        self.url.host_port()
+        match self.variable {
+            Some(name) => format!("{} ({name})", self.url),
+            None => self.url.to_string(),
+        }
     }
 }
 
-/// Connect options for one connection in the effective mode.
+/// Connect options for one connection in the effective mode. Fails on a malformed URL or a CA
+/// file (`sslrootcert`) that cannot be read or holds no certificate.
 pub fn connect_options(settings: &PoolSettings) -> Result<PgConnectOptions, StoreError> {
+    let invalid = |reason: String| StoreError::Config(format!("{}: {reason}", settings.target()));
     let url = settings.url.without_pooler_hint();
     let mut opts = PgConnectOptions::from_str(url.expose())
-        .map_err(|e| StoreError::Config(format!("{}: {}", settings.url, e)))?
+        .map_err(|e| invalid(e.to_string()))?
         .application_name(&settings.application_name);
+    if let Some(path) = tls::root_cert_file(url.expose()) {
+        tls::check_root_cert(&path).map_err(invalid)?;
+    }
     match settings.mode() {
         PoolerMode::Transaction => {
             opts = opts.extra_float_digits(None);
@@ -169,7 +200,7 @@ pub(crate) fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
         })
 }
 
-/// A pool that connects on first use. Fails only on a malformed URL.
+/// A pool that connects on first use. Fails only on a malformed URL or CA file.
 pub fn connect_lazy(settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let opts = connect_options(settings)?;
     Ok(pool_options(settings).connect_lazy_with(opts))
@@ -177,7 +208,8 @@ pub fn connect_lazy(settings: &PoolSettings) -> Result<PgPool, StoreError> {
 
 /// A pool, after proving the database is reachable with one bare connection (a pool would only
 /// report `PoolTimedOut`; the bare connection says why). The error is one line:
-/// `cannot reach database at host:port: <reason>`.
+/// `cannot reach database at <redacted URL> (<variable>): <reason>`, a certificate that did not
+/// verify named with what to change in the URL.
 pub async fn connect(settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let opts = connect_options(settings)?;
     probe(settings, &opts).await?;
@@ -192,7 +224,7 @@ pub async fn probe(settings: &PoolSettings, opts: &PgConnectOptions) -> Result<(
 }
 
 /// One connection that answered a query, bounded by the acquire timeout. The error is one
-/// line: `cannot reach database at host:port: <reason>`.
+/// line: `cannot reach database at <redacted URL> (<variable>): <reason>`.
 pub async fn connect_one(
     settings: &PoolSettings,
     opts: &PgConnectOptions,
@@ -219,7 +251,10 @@ pub async fn connect_one(
         }),
         Ok(Err(e)) => Err(StoreError::Connect {
             target,
-            reason: one_line(&e.to_string()),
+            reason: one_line(&tls::failure_reason(
+                &e,
+                tls::root_cert_file(settings.url.expose()).is_some(),
+            )),
             class: classify(&e),
         }),
         Ok(Ok(conn)) => Ok(conn),

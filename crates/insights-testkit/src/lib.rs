@@ -17,7 +17,7 @@ mod wait;
 
 pub use cluster::{Cluster, pg_bin_dir};
 pub use fault_proxy::{Attempt, FaultProxy, ProxyMode};
-pub use pgbouncer::{PGBOUNCER_BIN, Pgbouncer, PgbouncerOptions};
+pub use pgbouncer::{ClientTls, PGBOUNCER_BIN, Pgbouncer, PgbouncerOptions};
 pub use proc_util::{PG_OS_USER, free_port, wait_for_port};
 pub use test_db::{TEST_DB_PREFIX, TestDb, admin_url, replace_database};
 pub use tls::TestCa;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::proc_util::{PG_OS_USER, free_port, is_root, pg_owned_temp_dir, wait_for_port};
+use crate::tls::TestCa;
 
 /// Where Debian installs it.
 pub const PGBOUNCER_BIN: &str = "/usr/sbin/pgbouncer";
@@ -22,8 +23,32 @@ pub struct PgbouncerOptions {
     /// Seconds before retrying a failed server login (pgbouncer's default 15 makes recovery
     /// slow after an outage).
     pub server_login_retry: u32,
+    /// TLS between clients and pgbouncer; `None`: plaintext only. (pgbouncer's own connections
+    /// to Postgres are `server_tls_*`, set through `extra`.)
+    pub client_tls: Option<ClientTls>,
     /// Extra `key = value` lines for the `[pgbouncer]` section.
     pub extra: Vec<String>,
+}
+
+/// pgbouncer's side of client TLS: `client_tls_sslmode` and the certificate it presents.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// `client_tls_sslmode`: `require` refuses a client that does not ask for TLS.
+    pub sslmode: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClientTls {
+    /// Every client must use TLS; pgbouncer presents `ca`'s server certificate (for
+    /// `localhost`).
+    pub fn required(ca: &TestCa) -> Self {
+        Self {
+            sslmode: "require".into(),
+            cert_file: ca.server_cert.clone(),
+            key_file: ca.server_key.clone(),
+        }
+    }
 }
 
 impl Default for PgbouncerOptions {
@@ -35,6 +60,7 @@ impl Default for PgbouncerOptions {
             default_pool_size: 2,
             max_client_conn: 200,
             server_login_retry: 1,
+            client_tls: None,
             extra: Vec::new(),
         }
     }
@@ -76,6 +102,14 @@ impl Pgbouncer {
             retry = opts.server_login_retry,
             log = dir.join("pgbouncer.log").display(),
         );
+        if let Some(tls) = &opts.client_tls {
+            text.push_str(&format!(
+                "client_tls_sslmode = {}\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\n",
+                tls.sslmode,
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ));
+        }
         for line in &opts.extra {
             text.push_str(line);
             text.push('\n');
@@ -115,6 +149,12 @@ impl Pgbouncer {
     /// URL of `database` through this pgbouncer (user postgres, trust).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{PG_OS_USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// As [`Self::url`], by the name [`TestCa`]'s certificate carries (`localhost`), for
+    /// `sslmode=verify-full` against [`ClientTls`].
+    pub fn localhost_url(&self, database: &str) -> String {
+        format!("postgres://{PG_OS_USER}@localhost:{}/{database}", self.port)
     }
 
     /// Kills pgbouncer (SIGKILL): clients see connection resets.

@@ -1,6 +1,6 @@
 //! A certificate authority made for one test, and a server certificate it signed for
-//! `localhost` / `127.0.0.1`, written with the `openssl` command into a directory the
-//! `postgres` OS user owns (the server refuses a key file that others can read).
+//! `localhost`, written with the `openssl` command into a directory the `postgres` OS user owns
+//! (the server refuses a key file others can read; pgbouncer runs as that user too).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,10 @@ pub struct TestCa {
     pub dir: PathBuf,
     /// The CA's certificate: what a client names as `sslrootcert`.
     pub ca_cert: PathBuf,
-    /// The server's certificate and key, for `ssl_cert_file` / `ssl_key_file`.
+    /// The server's certificate and key, for `ssl_cert_file` / `ssl_key_file` (Postgres) or
+    /// `client_tls_cert_file` / `client_tls_key_file` (pgbouncer). The certificate names
+    /// `localhost` only: the same server reached as `127.0.0.1` is a name it does not carry,
+    /// which is how a test tells `verify-full` from `verify-ca`.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
 }
@@ -31,7 +34,7 @@ impl TestCa {
         let ext = dir.join("server.ext");
         std::fs::write(
             &ext,
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
         )
         .context("writing the certificate extensions")?;
         openssl(&[

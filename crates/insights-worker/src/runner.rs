@@ -126,6 +126,7 @@ pub async fn run_worker(options: RunOptions) -> Result<WorkSummary, WorkerError>
     let llm = wiring::llm_client(s, Arc::clone(&options.profile))?;
     crate::check::startup_check(s, &options.profile).await?;
     let pools = wiring::pools(s).await?;
+    wiring::check_listen_url(s).await?;
     let backend_sampler = Some(pools_sampler(&pools));
     // The handler's store calls retry once (a single dropped connection); a longer outage is
     // the circuit breaker's and the queue's business, so store-level retries do not multiply

@@ -89,6 +89,18 @@ pub async fn pools(settings: &Settings) -> Result<Pools, WorkerError> {
     })
 }
 
+/// Proves the LISTEN URL (`DIRECT_DATABASE_URL`, when set) answers before a worker relies on
+/// it: the listener only logs its failures and retries, so a certificate that does not verify
+/// or a wrong CA file would otherwise go unnoticed while the worker falls back to polling.
+pub(crate) async fn check_listen_url(settings: &Settings) -> Result<(), WorkerError> {
+    if settings.direct_database_url.is_none() {
+        return Ok(());
+    }
+    let ps = PoolSettings::migration_from_settings(settings)?;
+    let opts = pool::connect_options(&ps).map_err(store_err)?;
+    pool::probe(&ps, &opts).await.map_err(store_err)
+}
+
 /// Queue settings from the environment: attempts, call timeout, LISTEN over the direct URL.
 pub fn queue_config(settings: &Settings) -> QueueConfig {
     QueueConfig {

@@ -3,10 +3,10 @@
 //! proves that every booked lead with a missing or stale insight gets one fresh insight per LLM
 //! answer, that bad input and LLM faults end in the documented outcome, that the producer
 //! enqueues each lead once, that no app-database connection is held while the LLM thinks, that
-//! secrets read from files never reach output or process arguments, that `insights demo`
-//! runs in one command, that `insights check` judges a profile against a real schema without
-//! changing it, and that the app can enqueue by itself (a trigger, `add_job`), also through a
-//! transaction pooler.
+//! secrets read from files never reach output or process arguments, that TLS to the database
+//! and to pgbouncer holds for every `sslmode` and URL, that `insights demo` runs in one command,
+//! that `insights check` judges a profile against a real schema without changing it, and that
+//! the app can enqueue by itself (a trigger, `add_job`), also through a transaction pooler.
 //! One test binary; run with `cargo test -p insights-e2e --test pipeline` after building the
 //! binary (`cargo build -p insights-cli --bin insights`, which `scripts/test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

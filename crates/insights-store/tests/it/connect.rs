@@ -20,7 +20,9 @@ async fn unreachable_database_is_one_transient_line() {
     let err = connect(&settings).await.unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("cannot reach database at 127.0.0.1:{port}: ")),
+        msg.starts_with(&format!(
+            "cannot reach database at postgres://app:***@127.0.0.1:{port}/nope: "
+        )),
         "{msg}"
     );
     assert!(!msg.contains('\n'));

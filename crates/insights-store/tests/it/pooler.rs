@@ -145,7 +145,7 @@ async fn connect_through_a_pooler_with_postgres_down_fails_clearly() {
     let msg = err.to_string();
     assert!(
         msg.starts_with(&format!(
-            "cannot reach database at 127.0.0.1:{}: ",
+            "cannot reach database at postgres://postgres@127.0.0.1:{}/postgres?pgbouncer=true: ",
             bouncer.port
         )),
         "{msg}"

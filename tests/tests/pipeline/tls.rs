@@ -86,6 +86,18 @@ async fn tls_sample(db: &E2eDb) -> Option<TlsSample> {
     })
 }
 
+/// Runs `insights` with `args`, checks that it exits with `code`, and returns its one line of
+/// error.
+async fn failure_line(env: &WorkerEnv, args: &[&str], code: i32) -> String {
+    let out = Insights::with_env(env)
+        .args(args.iter().copied())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out.code(), Some(code), "{args:?}: {}", out.describe());
+    one_line(&out)
+}
+
 /// The one line a failed start printed, after checking there is exactly one and no password.
 fn one_line(out: &RunOutput) -> String {
     let lines: Vec<&str> = out
@@ -164,17 +176,15 @@ async fn verify_full_with_the_ca_encrypts_every_backend_and_fails_in_one_line_wi
 
     // verify-full without the CA: `work` refuses to start, in one line naming the URL (password
     // redacted), the variable, the certificate problem and what to add.
-    let out = Insights::with_env(&WorkerEnv::new(
-        &url("localhost", port, name, "sslmode=verify-full"),
-        &mock.base_url(),
-    ))
-    .arg("work")
-    .run()
-    .await
-    .unwrap();
-    println!("without the CA: {}", out.stderr.trim());
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    let line = one_line(&out);
+    let line = failure_line(
+        &WorkerEnv::new(
+            &url("localhost", port, name, "sslmode=verify-full"),
+            &mock.base_url(),
+        ),
+        &["work"],
+        1,
+    )
+    .await;
     assert!(
         line.starts_with(&format!(
             "error: cannot reach database at postgres://postgres:***@localhost:{port}/{name}\
@@ -188,32 +198,30 @@ async fn verify_full_with_the_ca_encrypts_every_backend_and_fails_in_one_line_wi
 
     // The queue's URL and the direct URL carry their own TLS options, and a failure names
     // the variable to fix.
-    let out = Insights::with_env(&WorkerEnv::new(&verified, &mock.base_url()).set(
-        "QUEUE_DATABASE_URL",
-        url("localhost", port, name, "sslmode=verify-full"),
-    ))
-    .arg("work")
-    .run()
-    .await
-    .unwrap();
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    let line = one_line(&out);
+    let line = failure_line(
+        &WorkerEnv::new(&verified, &mock.base_url()).set(
+            "QUEUE_DATABASE_URL",
+            url("localhost", port, name, "sslmode=verify-full"),
+        ),
+        &["work"],
+        1,
+    )
+    .await;
     assert!(
         line.contains("?sslmode=verify-full (QUEUE_DATABASE_URL): the server's certificate"),
         "{line}"
     );
     // `migrate` connects through it; `work` checks it before relying on it for LISTEN.
     for command in ["migrate", "work"] {
-        let out = Insights::with_env(&WorkerEnv::new(&verified, &mock.base_url()).set(
-            "DIRECT_DATABASE_URL",
-            url("localhost", port, name, "sslmode=verify-full"),
-        ))
-        .arg(command)
-        .run()
-        .await
-        .unwrap();
-        assert_eq!(out.code(), Some(1), "{command}: {}", out.describe());
-        let line = one_line(&out);
+        let line = failure_line(
+            &WorkerEnv::new(&verified, &mock.base_url()).set(
+                "DIRECT_DATABASE_URL",
+                url("localhost", port, name, "sslmode=verify-full"),
+            ),
+            &[command],
+            1,
+        )
+        .await;
         assert!(
             line.contains("?sslmode=verify-full (DIRECT_DATABASE_URL): the server's certificate"),
             "{command}: {line}"
@@ -222,21 +230,20 @@ async fn verify_full_with_the_ca_encrypts_every_backend_and_fails_in_one_line_wi
 
     // A CA file that is not there is a configuration error (exit 2) naming the file.
     let missing = ca.dir.join("absent.crt");
-    let out = Insights::with_env(&WorkerEnv::new(
-        &url(
-            "localhost",
-            port,
-            name,
-            &format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+    let line = failure_line(
+        &WorkerEnv::new(
+            &url(
+                "localhost",
+                port,
+                name,
+                &format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+            ),
+            &mock.base_url(),
         ),
-        &mock.base_url(),
-    ))
-    .arg("work")
-    .run()
-    .await
-    .unwrap();
-    assert_eq!(out.code(), Some(2), "{}", out.describe());
-    let line = one_line(&out);
+        &["work"],
+        2,
+    )
+    .await;
     assert!(
         line.contains(&format!(
             "(DATABASE_URL): sslrootcert {}: cannot read it: ",
@@ -247,21 +254,20 @@ async fn verify_full_with_the_ca_encrypts_every_backend_and_fails_in_one_line_wi
 
     // verify-full checks the host name: the same server as 127.0.0.1, a name its certificate
     // does not carry, is refused.
-    let out = Insights::with_env(&WorkerEnv::new(
-        &url(
-            "127.0.0.1",
-            port,
-            name,
-            &format!("sslmode=verify-full&sslrootcert={ca_path}"),
+    let line = failure_line(
+        &WorkerEnv::new(
+            &url(
+                "127.0.0.1",
+                port,
+                name,
+                &format!("sslmode=verify-full&sslrootcert={ca_path}"),
+            ),
+            &mock.base_url(),
         ),
-        &mock.base_url(),
-    ))
-    .args(["enqueue", "--dry-run"])
-    .run()
-    .await
-    .unwrap();
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    let line = one_line(&out);
+        &["enqueue", "--dry-run"],
+        1,
+    )
+    .await;
     assert!(
         line.contains("the server's certificate does not name the URL's host"),
         "{line}"
@@ -424,21 +430,20 @@ async fn through_pgbouncer_with_verify_full_every_client_connection_is_encrypted
     assert_eq!(servers.backends, servers.encrypted, "{servers:?}");
 
     // pgbouncer refuses a client without TLS: the setting is in force.
-    let out = Insights::with_env(&WorkerEnv::new(
-        &url(
-            "localhost",
-            bouncer.port,
-            name,
-            "sslmode=disable&pgbouncer=true",
+    let line = failure_line(
+        &WorkerEnv::new(
+            &url(
+                "localhost",
+                bouncer.port,
+                name,
+                "sslmode=disable&pgbouncer=true",
+            ),
+            &mock.base_url(),
         ),
-        &mock.base_url(),
-    ))
-    .args(["enqueue", "--dry-run"])
-    .run()
-    .await
-    .unwrap();
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    let line = one_line(&out);
+        &["enqueue", "--dry-run"],
+        1,
+    )
+    .await;
     assert!(line.contains("SSL required"), "{line}");
 }
 

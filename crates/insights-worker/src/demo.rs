@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use insights_core::{DatabaseUrl, Settings};
+use insights_core::{DatabaseUrl, Profile, Settings};
 use insights_llm::mock::{MockHandle, MockLlmConfig, serve_mock};
 use insights_queue::Queue;
 use insights_store::StoreOptions;
@@ -140,8 +140,10 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoSummary, WorkerError> {
     let settings = demo_settings(&url, &mock.base_url(), opts.concurrency)?;
     let database = settings.require_database_url()?.redacted();
 
-    let pools = prepare_database(&settings).await?;
-    let outcome = seed_and_drain(&settings, &pools, &opts).await;
+    // The demo runs on this project's own tables: the built-in profile, whatever the environment.
+    let profile = wiring::load_profile(None)?;
+    let pools = prepare_database(&settings, &profile).await?;
+    let outcome = seed_and_drain(&settings, &profile, &pools, &opts).await;
     let mock_stats = mock.stats();
     let _ = mock.shutdown().await;
     pools.app.close().await;
@@ -166,9 +168,12 @@ async fn start_mock_llm(latency: Duration) -> Result<MockHandle, WorkerError> {
 }
 
 /// The demo database, created when missing and migrated, and the worker's pools on it.
-async fn prepare_database(settings: &Settings) -> Result<wiring::Pools, WorkerError> {
+async fn prepare_database(
+    settings: &Settings,
+    profile: &Profile,
+) -> Result<wiring::Pools, WorkerError> {
     ensure_database(settings).await?;
-    crate::admin::migrate(settings, &*wiring::load_profile(None)?).await?;
+    crate::admin::migrate(settings, profile).await?;
     wiring::pools(settings).await
 }
 
@@ -183,12 +188,13 @@ struct Drained {
 /// Seeds `opts.leads` leads, enqueues every stale one and works until the queue is drained.
 async fn seed_and_drain(
     settings: &Settings,
+    profile: &Arc<Profile>,
     pools: &wiring::Pools,
     opts: &DemoOptions,
 ) -> Result<Drained, WorkerError> {
     let store = wiring::store(
         pools.app.clone(),
-        &*wiring::load_profile(None)?,
+        profile,
         StoreOptions::for_pool(&pools.app_settings),
     );
     let queue = Queue::new(pools.queue.clone(), wiring::queue_config(settings));
@@ -218,6 +224,7 @@ async fn seed_and_drain(
     .await?;
 
     let mut options = RunOptions::from_settings(settings)?;
+    options.profile = Arc::clone(profile);
     options.exit_when_idle = true;
     options.http_bind = None;
     options.name = "insights-demo".to_owned();
